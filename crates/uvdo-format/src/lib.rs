@@ -19,6 +19,8 @@
 
 pub mod block;
 pub mod block_map_page;
+#[cfg(any(test, feature = "testing"))]
+pub mod damage;
 pub mod error;
 pub mod geometry;
 pub mod header;

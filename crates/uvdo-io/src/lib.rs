@@ -8,8 +8,15 @@
 //! policy). It never interprets the bytes it moves: formats belong to `uvdo-format`, policy to
 //! the engine.
 
+pub mod aligned;
 pub mod error;
+pub mod file;
+pub mod memory;
+pub mod open;
+pub mod sim;
 pub mod storage;
+pub mod uring;
+pub mod write_cache;
 
 pub use error::{IoError, IoOp};
 pub use storage::Storage;
