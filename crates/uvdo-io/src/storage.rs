@@ -80,7 +80,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 /// `IoError::Misaligned` or `IoError::OutOfRange`.
 pub fn check_range(op: IoOp, offset: u64, len: u64, size_bytes: u64) -> Result<(), IoError> {
     let sector = SECTOR_SIZE as u64;
-    if offset % sector != 0 || len % sector != 0 {
+    if !offset.is_multiple_of(sector) || !len.is_multiple_of(sector) {
         return Err(IoError::Misaligned { op, offset, len });
     }
     match offset.checked_add(len) {
