@@ -84,6 +84,10 @@ impl VolumeError {
 
     /// An invariant failure.
     pub(crate) fn invariant(lbn: Option<Lbn>, pbn: Option<Pbn>, what: impl Into<String>) -> Self {
-        Self::Invariant { lbn, pbn, what: what.into() }
+        Self::Invariant {
+            lbn,
+            pbn,
+            what: what.into(),
+        }
     }
 }

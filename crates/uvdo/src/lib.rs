@@ -16,11 +16,19 @@
 //!
 //! `docs/ARCHITECTURE.md` describes the life of a write and a read step by step.
 
-// The modules are being wired together; remove once the volume uses all of them.
-#![allow(dead_code)]
-
 mod block_map;
+pub mod config;
 mod depot;
 pub mod error;
+mod hash;
+mod journal;
+mod volume;
+pub mod zero;
 
+pub use config::{FormatConfig, OpenOptions, ResolvedPolicy};
 pub use error::VolumeError;
+pub use uvdo_format::super_block::{OperatingMode, WritePolicy};
+pub use uvdo_index::IndexConfig;
+pub use volume::{
+    AuditReport, BioCounts, CountMismatch, Extent, ExtentKind, FormatSummary, Volume, VolumeStats,
+};

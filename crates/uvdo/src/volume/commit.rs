@@ -1,0 +1,151 @@
+//! Group commit and checkpoints: the only places metadata reaches the store.
+//!
+//! A commit (one at a time, under `commit`): take every journal entry appended so far; flush
+//! the store, so the data those entries point at is durable first (skipped under
+//! async-unsafe); write the journal blocks; flush again, so they are durable; then, in journal
+//! order, give the entries to the slab depot, which appends slab journal entries and applies
+//! the deferred decrements. Full slab journal blocks go out after the journal they follow.
+//! Writers that need durability wait on `commit`; whoever gets it next finds their point
+//! already durable or commits everything that queued meanwhile: that is the group commit.
+//!
+//! A checkpoint (under `commit` and the write side of `barrier`, so no remap runs): commit,
+//! then write every dirty block map page and every slab journal tail, flush, write reference
+//! counts where slab journals need room (all of them at close), flush, write the slab
+//! summary, flush, and only then move the journal head: everything the old journal blocks
+//! protected is now on disk.
+
+use uvdo_format::{Block, BlockType, JournalPoint, Pbn, SequenceNumber};
+
+use super::Volume;
+use super::stats::Counters;
+use crate::config::ResolvedPolicy;
+use crate::error::VolumeError;
+
+impl Volume {
+    /// Makes everything appended up to `point` durable (everything, with `None`), and the
+    /// store's cache flushed.
+    pub(crate) fn commit_through(&self, point: Option<JournalPoint>) -> Result<(), VolumeError> {
+        let _commit = self.commit.lock();
+        if let Some(point) = point
+            && self.meta.lock().journal.is_durable(point)
+        {
+            return Ok(());
+        }
+        if !self.commit_locked()? {
+            self.flush_store()?;
+        }
+        Ok(())
+    }
+
+    /// Commits if no one else is committing; used by writers to keep the unwritten journal
+    /// bounded without waiting.
+    pub(crate) fn commit_if_idle(&self) -> Result<(), VolumeError> {
+        if let Some(_commit) = self.commit.try_lock() {
+            self.commit_locked()?;
+        }
+        Ok(())
+    }
+
+    /// One commit. The caller holds `commit`. Returns false when there was nothing to commit.
+    pub(super) fn commit_locked(&self) -> Result<bool, VolumeError> {
+        let Some(batch) = self.meta.lock().journal.take_commit_batch() else {
+            return Ok(false);
+        };
+        if *self.policy.read() != ResolvedPolicy::AsyncUnsafe {
+            self.flush_store()?;
+        }
+        self.write_metadata(&batch.blocks, BlockType::RecoveryJournal)?;
+        Counters::add(&self.counters.bios_journal_write, batch.blocks.len() as u64);
+        self.flush_store()?;
+        let (slab_journal, pressure) = {
+            let mut meta = self.meta.lock();
+            meta.journal.mark_durable(&batch);
+            for (point, entry) in &batch.entries {
+                if let Err(e) = meta.depot.record(*point, entry) {
+                    drop(meta);
+                    self.enter_read_only(&e, Some(BlockType::SlabJournal), entry.page);
+                    return Err(e);
+                }
+            }
+            (
+                meta.depot.take_slab_journal_writes(false),
+                meta.depot.needs_ref_count_writes(),
+            )
+        };
+        self.write_metadata(&slab_journal, BlockType::SlabJournal)?;
+        if pressure {
+            self.write_ref_counts_locked(false)?;
+        }
+        Ok(true)
+    }
+
+    /// Writes reference counts (of slabs whose journals need room, or all dirty ones), after
+    /// making the slab journal entries they include durable; then slab journal heads move.
+    fn write_ref_counts_locked(&self, all_dirty: bool) -> Result<(), VolumeError> {
+        let slab_journal = self.meta.lock().depot.take_slab_journal_writes(true);
+        self.write_metadata(&slab_journal, BlockType::SlabJournal)?;
+        self.flush_store()?;
+        let refs = self.meta.lock().depot.take_ref_count_writes(all_dirty);
+        self.write_metadata(&refs, BlockType::RefCounts)?;
+        self.flush_store()?;
+        self.meta.lock().depot.ref_counts_durable();
+        Ok(())
+    }
+
+    /// Writes everything the journal protects and moves its head; at close, also every
+    /// reference count and a clean summary.
+    pub(crate) fn checkpoint(&self, close: bool) -> Result<(), VolumeError> {
+        let _commit = self.commit.lock();
+        let _barrier = self.barrier.write();
+        self.commit_locked()?;
+        let (slab_journal, pressure) = {
+            let mut meta = self.meta.lock();
+            // Pages are written before `meta` is released: once taken they count as clean, and
+            // a reader's lookup could otherwise evict one and read back its stale copy.
+            if let Some(newest) = meta.block_map.newest_dirty_point() {
+                assert!(
+                    meta.journal.is_durable(newest),
+                    "page dirtied at {newest} not durable"
+                );
+            }
+            let pages = meta.block_map.take_dirty(SequenceNumber(u64::MAX));
+            self.write_metadata(&pages, BlockType::BlockMapPage)?;
+            let slab_journal = meta.depot.take_slab_journal_writes(true);
+            (slab_journal, meta.depot.needs_ref_count_writes())
+        };
+        self.write_metadata(&slab_journal, BlockType::SlabJournal)?;
+        self.flush_store()?;
+        if close || pressure {
+            self.write_ref_counts_locked(close)?;
+        }
+        let summary = self.meta.lock().depot.take_summary_writes(close);
+        self.write_metadata(&summary, BlockType::SlabSummary)?;
+        self.flush_store()?;
+        self.meta.lock().journal.checkpoint_done();
+        Ok(())
+    }
+
+    /// Writes metadata blocks; a failure puts the volume in read-only mode.
+    fn write_metadata(&self, blocks: &[(Pbn, Block)], kind: BlockType) -> Result<(), VolumeError> {
+        for (pbn, block) in blocks {
+            if let Err(e) = self.store.write_at(pbn.byte_offset(), block) {
+                let e = VolumeError::from(e);
+                self.enter_read_only(&e, Some(kind), *pbn);
+                return Err(e);
+            }
+        }
+        Counters::add(&self.counters.bios_meta_write, blocks.len() as u64);
+        Ok(())
+    }
+
+    /// Flushes the store; a failure puts the volume in read-only mode (after a failed flush
+    /// nothing is known about what reached the media).
+    pub(crate) fn flush_store(&self) -> Result<(), VolumeError> {
+        Counters::bump(&self.counters.flushes_out);
+        self.store.flush().map_err(|e| {
+            let e = VolumeError::from(e);
+            self.enter_read_only(&e, None, Pbn(0));
+            e
+        })
+    }
+}

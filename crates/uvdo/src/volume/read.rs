@@ -1,0 +1,113 @@
+//! The read path and block status.
+//!
+//! A read takes the LBN's lock for reading, looks the mapping up in the block map, and reads
+//! the data block; unmapped and zero blocks read as zeros without touching the store. Holding
+//! the LBN lock keeps the mapped block from being remapped, freed and reused mid-read.
+
+use uvdo_format::{BLOCK_SIZE, Block, Lbn, Mapping};
+
+use super::Volume;
+use super::stats::Counters;
+use crate::error::VolumeError;
+
+/// What a range of the volume holds, for NBD's block status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtentKind {
+    /// Never written or trimmed: reads as zeros, holds no space.
+    Unmapped,
+    /// Written with zeros: reads as zeros, holds no space.
+    Zero,
+    /// Holds data.
+    Data,
+}
+
+/// A run of blocks of one kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    /// Byte offset.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// What the run holds.
+    pub kind: ExtentKind,
+}
+
+impl Volume {
+    /// Reads `buf.len()` bytes at byte `offset`; both 512-byte aligned.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` for a bad range, `Corrupt` for damaged metadata, or a store error.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), VolumeError> {
+        let pieces = self.pieces(offset, buf.len() as u64)?;
+        Counters::bump(&self.counters.bios_in_read);
+        let mut done = 0;
+        for (lbn, within, len) in pieces {
+            let out = &mut buf[done..done + len];
+            done += len;
+            let _lbn = self.locks.lbn(lbn).read();
+            if len == BLOCK_SIZE {
+                let whole: &mut Block = out.try_into().expect("a whole block");
+                self.read_block_locked(lbn, whole)?;
+            } else {
+                let mut block: Block = [0; BLOCK_SIZE];
+                self.read_block_locked(lbn, &mut block)?;
+                out.copy_from_slice(&block[within..within + len]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one block; the caller holds the LBN's lock.
+    pub(crate) fn read_block_locked(&self, lbn: Lbn, out: &mut Block) -> Result<(), VolumeError> {
+        let mapping = self.meta.lock().block_map.lookup(&*self.store, lbn)?;
+        match mapping {
+            Mapping::Unmapped | Mapping::Zero => {
+                out.fill(0);
+                Ok(())
+            }
+            Mapping::Data(pbn) => {
+                Counters::bump(&self.counters.bios_out_read);
+                self.store.read_at(pbn.byte_offset(), out)?;
+                Ok(())
+            }
+            Mapping::Compressed { pbn, .. } => Err(VolumeError::invariant(
+                Some(lbn),
+                Some(pbn),
+                "compressed mapping, but this build has no packer",
+            )),
+        }
+    }
+
+    /// What each part of `offset..offset+len` holds, as runs merged across blocks; answered
+    /// from the block map alone, without reading data.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` for a bad range, `Corrupt` for a damaged block map page.
+    pub fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, VolumeError> {
+        let pieces = self.pieces(offset, len)?;
+        let mut extents: Vec<Extent> = Vec::new();
+        let block = BLOCK_SIZE as u64;
+        for (lbn, within, piece_len) in pieces {
+            let mapping = self.meta.lock().block_map.lookup(&*self.store, lbn)?;
+            let kind = match mapping {
+                Mapping::Unmapped => ExtentKind::Unmapped,
+                Mapping::Zero => ExtentKind::Zero,
+                Mapping::Data(_) | Mapping::Compressed { .. } => ExtentKind::Data,
+            };
+            let start = lbn.0 * block + within as u64;
+            match extents.last_mut() {
+                Some(last) if last.kind == kind && last.offset + last.len == start => {
+                    last.len += piece_len as u64;
+                }
+                _ => extents.push(Extent {
+                    offset: start,
+                    len: piece_len as u64,
+                    kind,
+                }),
+            }
+        }
+        Ok(extents)
+    }
+}

@@ -1,0 +1,355 @@
+//! The write path, and trim and write-zeroes, which are remaps without data.
+//!
+//! One block's write, under its LBN lock (docs/ARCHITECTURE.md, "The life of a write"):
+//! 1. an all-zero block maps to the zero block and stores nothing;
+//! 2. otherwise, under the block's name lock: ask the index for advice; if the advised block
+//!    holds data with room for another reference, reserve one and compare all 4096 bytes; on a
+//!    match the write shares that block; otherwise allocate a new block (marked as being
+//!    written, so no one dedupes against it yet), write the data, and tell the index;
+//! 3. remap: allocate any missing block map pages, append one journal entry with the new and
+//!    old mapping, update the block map page in memory;
+//! 4. acknowledge: at once under async, after the commit covering the entry under sync or for
+//!    FUA.
+//!
+//! The old mapping's reference is dropped only when the entry is durable (see commit.rs).
+
+use uvdo_format::block_map_page::TREE_HEIGHT;
+use uvdo_format::recovery_journal::{EntryKind, RecoveryJournalEntry};
+use uvdo_format::{BLOCK_SIZE, Block, BlockType, JournalPoint, Lbn, Mapping, Pbn};
+
+use super::stats::Counters;
+use super::{Meta, Volume};
+use crate::block_map::PageAllocation;
+use crate::config::ResolvedPolicy;
+use crate::depot::Share;
+use crate::error::VolumeError;
+use crate::journal::{UNWRITTEN_BLOCKS_MAX, remap_entry};
+use crate::zero::is_zero_block;
+
+/// What a remap did.
+enum Remapped {
+    /// A journal entry was appended at this point.
+    At(JournalPoint),
+    /// The slot already held the new mapping: nothing changed.
+    Unchanged,
+}
+
+impl Volume {
+    /// Writes `data` at byte `offset`; both 512-byte aligned. With `fua` the write is durable
+    /// when this returns.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` for a bad range, `ReadOnly`, `NoSpace`, or a store error.
+    pub fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), VolumeError> {
+        let pieces = self.pieces(offset, data.len() as u64)?;
+        self.check_writable()?;
+        Counters::bump(&self.counters.bios_in_write);
+        if fua {
+            Counters::bump(&self.counters.bios_in_fua);
+        }
+        let mut last = None;
+        let mut consumed = 0;
+        for (lbn, within, len) in pieces {
+            let piece = &data[consumed..consumed + len];
+            consumed += len;
+            let point = if len == BLOCK_SIZE {
+                let block: &Block = piece.try_into().expect("a whole block");
+                let _lbn = self.locks.lbn(lbn).write();
+                self.write_block_locked(lbn, block)?
+            } else {
+                Counters::bump(&self.counters.bios_in_partial_write);
+                self.modify_block(lbn, |block| {
+                    block[within..within + len].copy_from_slice(piece);
+                })?
+            };
+            last = last.max(point);
+        }
+        self.finish_update(last, fua)
+    }
+
+    /// Unmaps the range: it reads as zeros and frees its blocks. Partial blocks are zeroed.
+    ///
+    /// # Errors
+    ///
+    /// As [`Volume::write`].
+    pub fn trim(&self, offset: u64, len: u64) -> Result<(), VolumeError> {
+        self.discard(offset, len, Mapping::Unmapped)
+    }
+
+    /// Zeroes the range without writing data: whole blocks map to the zero block.
+    ///
+    /// # Errors
+    ///
+    /// As [`Volume::write`].
+    pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), VolumeError> {
+        self.discard(offset, len, Mapping::Zero)
+    }
+
+    /// Makes every acknowledged write durable.
+    ///
+    /// # Errors
+    ///
+    /// A store error (the volume is then read-only).
+    pub fn flush(&self) -> Result<(), VolumeError> {
+        Counters::bump(&self.counters.bios_in_flush);
+        self.commit_through(None)
+    }
+
+    fn discard(&self, offset: u64, len: u64, whole: Mapping) -> Result<(), VolumeError> {
+        let pieces = self.pieces(offset, len)?;
+        self.check_writable()?;
+        Counters::bump(&self.counters.bios_in_discard);
+        let mut last = None;
+        for (lbn, within, len) in pieces {
+            let point = if len == BLOCK_SIZE {
+                let _lbn = self.locks.lbn(lbn).write();
+                match self.remap(lbn, whole)? {
+                    Remapped::At(point) => Some(point),
+                    Remapped::Unchanged => None,
+                }
+            } else {
+                self.modify_block(lbn, |block| block[within..within + len].fill(0))?
+            };
+            last = last.max(point);
+        }
+        self.finish_update(last, false)
+    }
+
+    /// Acknowledgement: wait for durability under sync or FUA; keep the unwritten journal
+    /// bounded otherwise.
+    fn finish_update(&self, last: Option<JournalPoint>, fua: bool) -> Result<(), VolumeError> {
+        let Some(point) = last else {
+            return if fua {
+                self.commit_through(None)
+            } else {
+                Ok(())
+            };
+        };
+        if fua || *self.policy.read() == ResolvedPolicy::Sync {
+            return self.commit_through(Some(point));
+        }
+        let sealed = self.meta.lock().journal.sealed_blocks();
+        if sealed >= UNWRITTEN_BLOCKS_MAX {
+            self.commit_through(Some(point))
+        } else if sealed > 0 {
+            self.commit_if_idle()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Read-modify-write of part of a block, under its LBN lock.
+    fn modify_block(
+        &self,
+        lbn: Lbn,
+        change: impl FnOnce(&mut Block),
+    ) -> Result<Option<JournalPoint>, VolumeError> {
+        let _lbn = self.locks.lbn(lbn).write();
+        let mut block: Block = [0; BLOCK_SIZE];
+        self.read_block_locked(lbn, &mut block)?;
+        change(&mut block);
+        self.write_block_locked(lbn, &block)
+    }
+
+    /// Writes one whole block; the caller holds the LBN's write lock.
+    fn write_block_locked(
+        &self,
+        lbn: Lbn,
+        block: &Block,
+    ) -> Result<Option<JournalPoint>, VolumeError> {
+        let new = if is_zero_block(block) {
+            Counters::bump(&self.counters.zero_blocks_written);
+            Mapping::Zero
+        } else {
+            self.store_data(block)?
+        };
+        match self.remap(lbn, new) {
+            Ok(Remapped::At(point)) => Ok(Some(point)),
+            Ok(Remapped::Unchanged) => {
+                self.release(new);
+                Ok(None)
+            }
+            Err(e) => {
+                self.release(new);
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops the reservation a write holds on its new block when it is not journaled.
+    fn release(&self, mapping: Mapping) {
+        if let Some(pbn) = mapping.pbn() {
+            self.meta.lock().depot.release(pbn);
+        }
+    }
+
+    /// Finds or writes a block holding `block`, returning its mapping with one reference
+    /// reserved for the caller.
+    fn store_data(&self, block: &Block) -> Result<Mapping, VolumeError> {
+        if !self.deduplication {
+            return self.write_new(block, None);
+        }
+        let name = self.namer.name(block);
+        let _name = self.locks.name(name).lock();
+        if let Some(pbn) = self.find_duplicate(name, block) {
+            return Ok(Mapping::Data(pbn));
+        }
+        self.write_new(block, Some(name))
+    }
+
+    /// Asks the index and verifies its advice byte for byte; on success one reference on the
+    /// returned block is reserved for the caller.
+    fn find_duplicate(&self, name: u128, block: &Block) -> Option<Pbn> {
+        let candidate = self.index.lookup(name)?;
+        let share = {
+            let mut meta = self.meta.lock();
+            if meta.writing.contains(&candidate) {
+                Share::NotData
+            } else {
+                meta.depot.try_share(candidate)
+            }
+        };
+        match share {
+            Share::Shared => {}
+            Share::AtLimit => {
+                Counters::bump(&self.counters.dedupe_advice_at_limit);
+                return None;
+            }
+            Share::NotData => {
+                Counters::bump(&self.counters.invalid_advice_pbn);
+                self.index.forget(name, candidate);
+                return None;
+            }
+        }
+        let mut stored: Block = [0; BLOCK_SIZE];
+        let read = self.store.read_at(candidate.byte_offset(), &mut stored);
+        Counters::bump(&self.counters.bios_out_read);
+        match read {
+            Ok(()) if stored == *block => {
+                Counters::bump(&self.counters.dedupe_advice_valid);
+                Some(candidate)
+            }
+            Ok(()) => {
+                Counters::bump(&self.counters.dedupe_advice_stale);
+                self.index.forget(name, candidate);
+                self.meta.lock().depot.release(candidate);
+                None
+            }
+            Err(_) => {
+                // SPEC section 5: a failed verify read stores the write as a new block.
+                Counters::bump(&self.counters.verify_read_errors);
+                self.meta.lock().depot.release(candidate);
+                None
+            }
+        }
+    }
+
+    /// Allocates a block, writes the data there, and records it in the index.
+    fn write_new(&self, block: &Block, name: Option<u128>) -> Result<Mapping, VolumeError> {
+        let pbn = {
+            let mut meta = self.meta.lock();
+            let pbn = meta.depot.allocate_data().inspect_err(|e| {
+                if matches!(e, VolumeError::NoSpace { .. }) {
+                    Counters::bump(&self.counters.no_space_errors);
+                }
+            })?;
+            meta.writing.insert(pbn);
+            pbn
+        };
+        let written = self.store.write_at(pbn.byte_offset(), block);
+        Counters::bump(&self.counters.bios_out_write);
+        {
+            let mut meta = self.meta.lock();
+            meta.writing.remove(&pbn);
+            if written.is_err() {
+                meta.depot.release(pbn);
+            }
+        }
+        if let Err(e) = written {
+            // SPEC section 5: a failed data write puts the volume in read-only mode.
+            let e = VolumeError::from(e);
+            self.enter_read_only(&e, None, pbn);
+            return Err(e);
+        }
+        if let Some(name) = name {
+            self.index.insert(name, pbn);
+        }
+        Ok(Mapping::Data(pbn))
+    }
+
+    /// Journals `lbn -> new` and updates the block map; checkpoints when the journal is full
+    /// or the block map cache holds too many dirty pages.
+    fn remap(&self, lbn: Lbn, new: Mapping) -> Result<Remapped, VolumeError> {
+        let entries_needed = 1 + usize::from(TREE_HEIGHT);
+        loop {
+            let (outcome, pressure) = {
+                let _barrier = self.barrier.read();
+                let mut meta = self.meta.lock();
+                if !meta.journal.has_space(entries_needed) {
+                    (None, false)
+                } else {
+                    let outcome = self.remap_in(&mut meta, lbn, new);
+                    let pressure =
+                        meta.block_map.over_budget() || meta.depot.needs_ref_count_writes();
+                    (Some(outcome), pressure)
+                }
+            };
+            match outcome {
+                Some(outcome) => {
+                    if pressure {
+                        self.checkpoint(false)?;
+                    }
+                    return outcome;
+                }
+                None => {
+                    Counters::bump(&self.counters.journal_disk_full);
+                    self.checkpoint(false)?;
+                }
+            }
+        }
+    }
+
+    fn remap_in(&self, meta: &mut Meta, lbn: Lbn, new: Mapping) -> Result<Remapped, VolumeError> {
+        let store = &*self.store;
+        let Meta {
+            block_map,
+            depot,
+            journal,
+            ..
+        } = meta;
+        if new == Mapping::Unmapped && block_map.lookup(store, lbn)? == Mapping::Unmapped {
+            return Ok(Remapped::Unchanged);
+        }
+        let leaf = block_map.prepare(store, lbn, &mut |allocation: PageAllocation| {
+            let pbn = depot.allocate_tree_pair()?;
+            let point = journal.append(RecoveryJournalEntry {
+                kind: EntryKind::PageAllocation,
+                slot: allocation.slot,
+                page: allocation.parent,
+                new: Mapping::Data(pbn),
+                old: Mapping::Unmapped,
+                lbn: allocation.lbn,
+            });
+            Ok((pbn, point))
+        })?;
+        if leaf.old == new {
+            return Ok(Remapped::Unchanged);
+        }
+        let point = journal.append(remap_entry(lbn, leaf.page, leaf.slot, new, leaf.old));
+        let old = block_map.set(lbn, new, point)?;
+        if old != leaf.old {
+            let e = VolumeError::invariant(
+                Some(lbn),
+                old.pbn(),
+                format!(
+                    "slot changed between prepare ({:?}) and set ({old:?})",
+                    leaf.old
+                ),
+            );
+            self.enter_read_only(&e, Some(BlockType::BlockMapPage), leaf.page);
+            return Err(e);
+        }
+        Ok(Remapped::At(point))
+    }
+}
