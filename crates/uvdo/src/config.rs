@@ -2,7 +2,7 @@
 
 use uvdo_format::layout::{
     BLOCK_MAP_ROOTS_DEFAULT, LayoutParams, RECOVERY_JOURNAL_BLOCKS_DEFAULT, SLAB_BLOCKS_DEFAULT,
-    SLAB_JOURNAL_BLOCKS_DEFAULT,
+    SLAB_JOURNAL_BLOCKS_DEFAULT, index_blocks_for,
 };
 use uvdo_format::super_block::{BLOCK_MAP_CACHE_PAGES_DEFAULT, WritePolicy};
 use uvdo_format::{BLOCK_SIZE, BlockCount};
@@ -80,7 +80,13 @@ impl FormatConfig {
             slab_journal_blocks: self.slab_journal_blocks,
             recovery_journal_blocks: self.recovery_journal_blocks,
             root_count: self.root_count,
-            index_blocks: BlockCount(self.index.disk_blocks()),
+            // The index's own estimate, but never below one saved image of its memory, which
+            // the geometry requires (a save writes its memory out as index pages).
+            index_blocks: BlockCount(
+                self.index
+                    .disk_blocks()
+                    .max(index_blocks_for(self.index.memory_bytes).0),
+            ),
         }
     }
 
@@ -157,6 +163,31 @@ mod tests {
             ResolvedPolicy::resolve(WritePolicy::Sync, Some(true)),
             ResolvedPolicy::Sync
         );
+    }
+
+    #[test]
+    fn default_index_sizes_lay_out() {
+        // Regression: the 256 MiB default index failed the geometry's index-area rule.
+        for memory_bytes in [256 << 20, 2 << 20, 1 << 30, 64 << 10] {
+            for sparse in [false, true] {
+                let mut config = FormatConfig::new(BlockCount(1 << 30));
+                config.index = IndexConfig {
+                    memory_bytes,
+                    sparse,
+                };
+                if config.index.validate().is_err() {
+                    continue;
+                }
+                let params = config.layout_params();
+                params.validate().unwrap();
+                assert!(
+                    params.index_blocks >= index_blocks_for(memory_bytes),
+                    "{memory_bytes}"
+                );
+                let layout = uvdo_format::layout::Layout::compute(params, BlockCount(1 << 28));
+                layout.unwrap();
+            }
+        }
     }
 
     #[test]

@@ -30,5 +30,6 @@ pub use error::VolumeError;
 pub use uvdo_format::super_block::{OperatingMode, WritePolicy};
 pub use uvdo_index::IndexConfig;
 pub use volume::{
-    AuditReport, BioCounts, CountMismatch, Extent, ExtentKind, FormatSummary, Volume, VolumeStats,
+    AuditReport, BioCounts, CountMismatch, Extent, ExtentKind, FormatSummary, RecoveryReport,
+    Volume, VolumeStats,
 };

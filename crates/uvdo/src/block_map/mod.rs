@@ -28,11 +28,24 @@
 //!   (a page evicted and reloaded before its write lands would be read stale), and made
 //!   durable (flush) before the same page can be returned again: two unflushed writes of one
 //!   page would overwrite both twin slots;
-//! - `set` follows the `prepare` of the same LBN.
+//! - `set` follows the `prepare` of the same LBN;
+//! - during crash recovery (`replay`, in `replay.rs`), entries come in journal order from the
+//!   block map head, and every page replay dirtied is written (`take_dirty`) before the
+//!   journal head moves past them.
 
 mod cache;
 mod forest;
 mod page;
+// `allow`, not `expect`: the engine's recovery is being wired to `replay` in parallel, and an
+// unfulfilled expectation would then fail its build.
+#[cfg_attr(
+    not(test),
+    allow(
+        dead_code,
+        reason = "crash recovery calls replay; until it lands only tests do"
+    )
+)]
+mod replay;
 
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,8 @@ use uvdo_io::memory::MemoryStore;
 
 use super::*;
 
+mod replay;
+
 const NONCE: Nonce = Nonce(0x5eed_0fb1_0c4a_1100);
 const ALL: SequenceNumber = SequenceNumber(u64::MAX);
 

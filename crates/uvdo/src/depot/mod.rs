@@ -15,18 +15,37 @@
 //!    reservation); the old block's decrement is journaled and its count drops now. Deferring
 //!    decrements to this point means a freed block is never reallocated while a crash could
 //!    still bring back the mapping that pointed at it.
-//! 3. `take_slab_journal_writes(close_partial)`: full slab journal blocks, and with
+//! 3. Dirty marks: when `needs_dirty_marks()` (a slab changed since it was last marked clean),
+//!    `take_summary_writes(false)`, write, flush, `summary_durable()`. Until then the depot
+//!    hands out no slab journal or reference count block of that slab. This is what lets
+//!    recovery skip slabs the durable summary calls clean.
+//! 4. `take_slab_journal_writes(close_partial)`: full slab journal blocks, and with
 //!    `close_partial` the partly filled ones too (the next entry starts a new sequence). Each
 //!    sequence is handed out once (write-once log).
-//! 4. When `needs_ref_count_writes()`: take the slab journal writes (closing partial blocks),
+//! 5. When `needs_ref_count_writes()`: take the slab journal writes (closing partial blocks),
 //!    write, flush; `take_ref_count_writes`, write, flush; `ref_counts_durable()` advances the
 //!    journal heads.
-//! 5. `take_summary_writes(clean)` after the journal and reference count blocks it describes
-//!    are durable; `clean` only at close, after everything else is durable.
+//! 6. `take_summary_writes(clean)` after the journal and reference count blocks it describes
+//!    are durable; `clean` only at close, after everything else is durable. After a flush,
+//!    `summary_durable()`.
 //!
 //! Reference count blocks carry as commit point the slab journal point (sequence, entry index
 //! within that block) of the slab's newest recorded entry: the counts include that entry and
 //! every one before it, as FORMAT.md's replay rule ("skips every entry at or before it") needs.
+//!
+//! # Recovery (`open_dirty`, `scrub.rs`)
+//!
+//! After a crash, `open_dirty(store, layout, nonce, replay)` with every durable recovery journal
+//! entry from the journal head on scrubs every slab not clean in the summary and every slab
+//! `replay` touches; it leaves exact counts in memory and every scrubbed slab dirty. The engine
+//! then writes the recovered state, in this order:
+//!
+//! 1. `take_summary_writes(false)`, write, flush, `summary_durable()` (the dirty marks);
+//! 2. `take_slab_journal_writes(true)`, write, flush (the re-appended entries);
+//! 3. `take_ref_count_writes(true)`, write, flush, `ref_counts_durable()`;
+//! 4. `take_summary_writes(true)`, write, flush: every slab clean.
+//!
+//! A crash anywhere in it and `open_dirty` again with the same `replay` gives the same counts.
 //!
 //! # Invariants
 //!
@@ -37,15 +56,20 @@
 //! - a slab journal never hands out a sequence that would overwrite a block its head still
 //!   needs, and holds at most `BUFFERED_BLOCKS_MAX` blocks in memory beyond its length
 //!   (`slab_journal.rs` explains the bounds);
+//! - no journal or reference count block of a slab is handed out while the summary marking it
+//!   dirty is not durable;
 //! - `record` checks every change before applying any, so a refused entry changes nothing.
 
 mod allocator;
 mod ref_counts;
+mod scrub;
 mod slab;
 mod slab_journal;
 mod summary;
 mod twin;
 
+#[cfg(test)]
+mod recovery_tests;
 #[cfg(test)]
 mod tests;
 
@@ -264,9 +288,8 @@ impl SlabDepot {
             let what = format!("not a valid point after the previous one ({last})");
             return Err(invariant(None, what));
         }
-        let changes = self
-            .changes_of(entry)
-            .map_err(|(pbn, what)| invariant(pbn, what))?;
+        let changes =
+            changes_of(&self.layout, entry).map_err(|(pbn, what)| invariant(pbn, what))?;
         self.check(&changes)
             .map_err(|(pbn, what)| invariant(Some(pbn), what))?;
         for change in changes.iter().flatten() {
@@ -275,59 +298,6 @@ impl SlabDepot {
         self.slab_journal_entries += changes.iter().flatten().count() as u64;
         self.last_point = Some(point);
         Ok(())
-    }
-
-    /// The slab and slab block of `pbn`, as indexes.
-    fn locate(&self, pbn: Pbn) -> Result<(usize, u32), (Option<Pbn>, String)> {
-        match self.layout.slab_of(pbn) {
-            Some((slab, block)) => Ok((slab.0 as usize, block.0)),
-            None => Err((Some(pbn), "the mapping is not a slab data block".to_owned())),
-        }
-    }
-
-    /// The count changes an entry makes, increments before decrements.
-    fn changes_of(
-        &self,
-        entry: &RecoveryJournalEntry,
-    ) -> Result<[Option<Change>; 2], (Option<Pbn>, String)> {
-        let change = |pbn: Pbn, operation| {
-            let (slab, block) = self.locate(pbn)?;
-            Ok(Change {
-                slab,
-                block,
-                operation,
-            })
-        };
-        match entry.kind {
-            EntryKind::DataRemap => {
-                let new = entry.new.pbn();
-                let old = entry.old.pbn();
-                Ok([
-                    new.map(|p| change(p, SlabOperation::DataIncrement))
-                        .transpose()?,
-                    old.map(|p| change(p, SlabOperation::DataDecrement))
-                        .transpose()?,
-                ])
-            }
-            EntryKind::PageAllocation => {
-                let (Mapping::Data(base), Mapping::Unmapped) = (entry.new, entry.old) else {
-                    let what = "a page allocation must map Data(pair base) over Unmapped";
-                    return Err((entry.new.pbn(), what.to_owned()));
-                };
-                let first = change(base, SlabOperation::BlockMapIncrement)?;
-                let has_next = self.layout.slab_of(base.offset(1)).is_some();
-                let aligned = first.block.is_multiple_of(2) && has_next;
-                if !aligned {
-                    let what = "a tree pair starts at an even slab block with a block after it";
-                    return Err((Some(base), what.to_owned()));
-                }
-                let second = Change {
-                    block: first.block + 1,
-                    ..first
-                };
-                Ok([Some(first), Some(second)])
-            }
-        }
     }
 
     /// Checks every change of one entry against the counts and the journals' room.
@@ -366,10 +336,11 @@ impl SlabDepot {
 
     /// Full slab journal blocks not yet written, and with `close_partial` the partly filled
     /// ones (closing them), except blocks that would overwrite one still needed: those wait
-    /// for `ref_counts_durable`.
+    /// for `ref_counts_durable`; and except blocks of slabs whose dirty mark is not durable:
+    /// those wait for `summary_durable`.
     pub(crate) fn take_slab_journal_writes(&mut self, close_partial: bool) -> Vec<(Pbn, Block)> {
         let mut out = Vec::new();
-        for slab in &mut self.slabs {
+        for slab in self.slabs.iter_mut().filter(|s| s.may_write()) {
             let nonce = self.nonce;
             self.slab_journal_blocks_written +=
                 slab.journal.take_writes(close_partial, nonce, &mut out);
@@ -380,6 +351,7 @@ impl SlabDepot {
     /// Dirty reference count blocks of the slabs under pressure (or, with `all_dirty`, of
     /// every slab), each in its next twin slot with the commit point of the slab's newest
     /// entry. Write them after the slab journal blocks holding those entries are durable.
+    /// Slabs whose dirty mark is not durable are left out until `summary_durable`.
     pub(crate) fn take_ref_count_writes(&mut self, all_dirty: bool) -> Vec<(Pbn, Block)> {
         let mut out = Vec::new();
         for slab in &mut self.slabs {
@@ -398,9 +370,23 @@ impl SlabDepot {
         }
     }
 
+    /// Some slab changed since it was last marked clean and no summary marking it dirty was
+    /// taken: take, write and flush the summary before its journal or counts can be written.
+    pub(crate) fn needs_dirty_marks(&self) -> bool {
+        self.slabs.iter().any(Slab::needs_dirty_mark)
+    }
+
+    /// Every summary block handed out by `take_summary_writes` is durable: slabs marked dirty
+    /// in them may have their journal and reference count blocks written.
+    pub(crate) fn summary_durable(&mut self) {
+        for slab in &mut self.slabs {
+            slab.summary_durable();
+        }
+    }
+
     /// Summary blocks whose entries changed since last taken (all of them with `clean`). With
     /// `clean`, every slab is marked clean first: only at close, after every slab journal and
-    /// reference count block is durable.
+    /// reference count block is durable. Call `summary_durable` once they are durable.
     ///
     /// # Panics
     ///
@@ -412,6 +398,9 @@ impl SlabDepot {
             }
         }
         let entries: Vec<_> = self.slabs.iter().map(Slab::summary_entry).collect();
+        for slab in &mut self.slabs {
+            slab.summary_taken();
+        }
         let mut out = Vec::new();
         self.summary_blocks_written +=
             self.summary
@@ -442,6 +431,59 @@ impl SlabDepot {
             for (offset, &count) in (0_u64..).zip(slab.counts.live_counts()) {
                 f(start.offset(offset), count);
             }
+        }
+    }
+}
+
+/// The slab and slab block of `pbn`, as indexes.
+fn locate(layout: &Layout, pbn: Pbn) -> Result<(usize, u32), (Option<Pbn>, String)> {
+    match layout.slab_of(pbn) {
+        Some((slab, block)) => Ok((slab.0 as usize, block.0)),
+        None => Err((Some(pbn), "the mapping is not a slab data block".to_owned())),
+    }
+}
+
+/// The count changes an entry makes, increments before decrements.
+fn changes_of(
+    layout: &Layout,
+    entry: &RecoveryJournalEntry,
+) -> Result<[Option<Change>; 2], (Option<Pbn>, String)> {
+    let change = |pbn: Pbn, operation| {
+        let (slab, block) = locate(layout, pbn)?;
+        Ok(Change {
+            slab,
+            block,
+            operation,
+        })
+    };
+    match entry.kind {
+        EntryKind::DataRemap => {
+            let new = entry.new.pbn();
+            let old = entry.old.pbn();
+            Ok([
+                new.map(|p| change(p, SlabOperation::DataIncrement))
+                    .transpose()?,
+                old.map(|p| change(p, SlabOperation::DataDecrement))
+                    .transpose()?,
+            ])
+        }
+        EntryKind::PageAllocation => {
+            let (Mapping::Data(base), Mapping::Unmapped) = (entry.new, entry.old) else {
+                let what = "a page allocation must map Data(pair base) over Unmapped";
+                return Err((entry.new.pbn(), what.to_owned()));
+            };
+            let first = change(base, SlabOperation::BlockMapIncrement)?;
+            let has_next = layout.slab_of(base.offset(1)).is_some();
+            let aligned = first.block.is_multiple_of(2) && has_next;
+            if !aligned {
+                let what = "a tree pair starts at an even slab block with a block after it";
+                return Err((Some(base), what.to_owned()));
+            }
+            let second = Change {
+                block: first.block + 1,
+                ..first
+            };
+            Ok([Some(first), Some(second)])
         }
     }
 }

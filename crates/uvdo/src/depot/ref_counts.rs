@@ -129,6 +129,37 @@ impl RefCounts {
         (counts, commit_point)
     }
 
+    /// A slab rebuilt by scrubbing: `live` holds exact journaled counts (no reservations),
+    /// `writers` the next twin write of each block. Every block is dirty: its commit point on
+    /// disk may be older than the entries applied to it.
+    pub(super) fn recovered(
+        slab: SlabNumber,
+        live: Vec<u8>,
+        writers: Vec<TwinWriter>,
+        on_disk: bool,
+    ) -> Self {
+        let data_blocks = u32::try_from(live.len()).expect("slab data blocks fit in u32");
+        let mut counts = Self::empty(slab, data_blocks);
+        assert_eq!(
+            writers.len(),
+            counts.blocks.len(),
+            "slab {slab}: one writer per block"
+        );
+        counts.free = 0;
+        for &count in &live {
+            *counts.tally_mut(count) += 1;
+        }
+        counts.live = live;
+        for (state, writer) in counts.blocks.iter_mut().zip(writers) {
+            *state = BlockState {
+                dirty: true,
+                writer,
+            };
+        }
+        counts.on_disk = on_disk;
+        counts
+    }
+
     fn counts_in_block(&self, index: usize) -> usize {
         (self.live.len() - index * COUNTS_PER_BLOCK).min(COUNTS_PER_BLOCK)
     }
@@ -358,6 +389,20 @@ impl RefCounts {
             }
         }
         self.blocks[block as usize / COUNTS_PER_BLOCK].dirty = true;
+    }
+
+    /// The count of a block after replaying a journaled change during scrubbing, where no
+    /// reservations exist. The error says what is wrong: the journal or counts are damaged.
+    pub(super) fn replayed(count: u8, operation: SlabOperation) -> Result<u8, &'static str> {
+        match (operation, count) {
+            (_, BLOCK_MAP_REFERENCE) => Err("a change to a block map page"),
+            (SlabOperation::DataIncrement, REFERENCE_MAX) => Err("an increment past 254"),
+            (SlabOperation::DataIncrement, c) => Ok(c + 1),
+            (SlabOperation::DataDecrement, 0) => Err("a decrement below zero"),
+            (SlabOperation::DataDecrement, c) => Ok(c - 1),
+            (SlabOperation::BlockMapIncrement, 0) => Ok(BLOCK_MAP_REFERENCE),
+            (SlabOperation::BlockMapIncrement, _) => Err("a block map increment of a used block"),
+        }
     }
 
     /// Encodes the dirty reference count blocks (every block while the slab has none on disk)

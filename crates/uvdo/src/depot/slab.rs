@@ -4,7 +4,10 @@
 //! - `commit_point` is the slab journal point of the newest entry recorded (or the newest
 //!   commit point read from disk): reference count blocks written now include every change up
 //!   to and including it;
-//! - `clean` is true only from open or a clean close until the first change is recorded.
+//! - `clean` is true only from open or a clean close until the first change is recorded;
+//! - journal and reference count blocks of a slab that is not clean are handed out only once
+//!   a summary marking it dirty is durable (`dirty_mark` is `Durable`): recovery trusts a
+//!   clean summary entry to mean "nothing written since" and does not scan that slab.
 
 use uvdo_format::layout::Layout;
 use uvdo_format::ref_counts::{self, RefCountBlock};
@@ -20,6 +23,17 @@ use super::summary::corrupt;
 use super::twin::read_pair;
 use crate::error::VolumeError;
 
+/// Where the summary's mark of a slab as dirty is, for a slab that is not clean.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum DirtyMark {
+    /// No summary saying dirty was handed out since the slab was last marked clean.
+    None,
+    /// Handed out in `take_summary_writes`, not yet known durable.
+    Taken,
+    /// Durable: the slab's journal and reference count blocks may be written.
+    Durable,
+}
+
 /// One slab of the depot.
 #[derive(Debug)]
 pub(super) struct Slab {
@@ -28,6 +42,7 @@ pub(super) struct Slab {
     pub(super) journal: SlabJournal,
     commit_point: JournalPoint,
     clean: bool,
+    dirty_mark: DirtyMark,
 }
 
 /// Data blocks of each slab of `layout`, as a slab block number bound.
@@ -87,7 +102,50 @@ impl Slab {
             counts,
             commit_point,
             clean: true,
+            dirty_mark: DirtyMark::None,
         })
+    }
+
+    /// A slab rebuilt by scrubbing: not clean, everything to be written again.
+    pub(super) fn recovered(
+        number: SlabNumber,
+        counts: RefCounts,
+        journal: SlabJournal,
+        commit_point: JournalPoint,
+        dirty_mark: DirtyMark,
+    ) -> Self {
+        Self {
+            number,
+            counts,
+            journal,
+            commit_point,
+            clean: false,
+            dirty_mark,
+        }
+    }
+
+    /// The slab's journal and reference count blocks may be handed out for writing.
+    pub(super) fn may_write(&self) -> bool {
+        self.clean || self.dirty_mark == DirtyMark::Durable
+    }
+
+    /// The slab changed since it was last marked clean and no summary saying so was taken.
+    pub(super) fn needs_dirty_mark(&self) -> bool {
+        !self.clean && self.dirty_mark == DirtyMark::None
+    }
+
+    /// A summary with this slab's current entry was handed out.
+    pub(super) fn summary_taken(&mut self) {
+        if self.needs_dirty_mark() {
+            self.dirty_mark = DirtyMark::Taken;
+        }
+    }
+
+    /// Every summary block handed out is durable.
+    pub(super) fn summary_durable(&mut self) {
+        if self.dirty_mark == DirtyMark::Taken {
+            self.dirty_mark = DirtyMark::Durable;
+        }
     }
 
     /// Checks and applies one journaled change: the count and a journal entry together.
@@ -104,6 +162,9 @@ impl Slab {
     /// Whether `take_ref_count_writes` should write this slab: under pressure, or with
     /// `all_dirty` whenever counts are dirty or journal blocks wait for their head to pass.
     pub(super) fn wants_ref_count_writes(&self, all_dirty: bool) -> bool {
+        if !self.may_write() {
+            return false;
+        }
         let unreaped = self.journal.head() < self.journal.next_write();
         self.journal.under_pressure() || (all_dirty && (self.counts.is_dirty() || unreaped))
     }
@@ -147,6 +208,8 @@ impl Slab {
             self.number
         );
         self.clean = true;
+        // The next change needs a new durable dirty mark: this clean one may be durable.
+        self.dirty_mark = DirtyMark::None;
     }
 
     /// What the summary should say about the slab now.

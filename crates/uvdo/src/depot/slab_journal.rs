@@ -80,6 +80,24 @@ impl SlabJournal {
         }
     }
 
+    /// A scrubbed journal: blocks `head..tail` are on disk and still needed, nothing in
+    /// memory yet.
+    pub(super) fn recovered(
+        region: SlabJournalRegion,
+        head: SequenceNumber,
+        tail: SequenceNumber,
+    ) -> Self {
+        assert!(
+            head >= FIRST_SEQUENCE && head <= tail && tail.0 - head.0 <= region.blocks,
+            "slab {} recovered journal {head}..{tail}",
+            region.slab
+        );
+        Self {
+            head,
+            ..Self::new(region, tail)
+        }
+    }
+
     /// Oldest sequence still needed.
     pub(super) fn head(&self) -> SequenceNumber {
         self.head
@@ -91,7 +109,7 @@ impl SlabJournal {
     }
 
     /// One past the newest block started, written or not.
-    fn tail(&self) -> u64 {
+    pub(super) fn tail(&self) -> u64 {
         self.next_write.0 + self.unwritten.len() as u64
     }
 

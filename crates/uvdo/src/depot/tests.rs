@@ -16,9 +16,9 @@ use uvdo_io::memory::MemoryStore;
 use super::slab::journal_region;
 use super::*;
 
-const NONCE: Nonce = Nonce(0x5eed_dee9_0000_0001);
+pub(super) const NONCE: Nonce = Nonce(0x5eed_dee9_0000_0001);
 
-fn layout(slab_blocks: u64, journal_blocks: u64, slabs: u64) -> Layout {
+pub(super) fn layout(slab_blocks: u64, journal_blocks: u64, slabs: u64) -> Layout {
     let params = LayoutParams {
         slab_blocks: BlockCount(slab_blocks),
         slab_journal_blocks: BlockCount(journal_blocks),
@@ -104,8 +104,15 @@ impl Harness {
         self.record(&entry)
     }
 
-    /// Step 4 of the protocol, with a dirty summary update after it.
+    /// Step 3 of the protocol: durable dirty marks for slabs that changed.
+    fn mark(&mut self) {
+        write(&self.store, self.depot.take_summary_writes(false));
+        self.depot.summary_durable();
+    }
+
+    /// Steps 3 and 5 of the protocol, with a dirty summary update after them.
     fn drain(&mut self, all_dirty: bool) {
+        self.mark();
         write(&self.store, self.depot.take_slab_journal_writes(true));
         write(&self.store, self.depot.take_ref_count_writes(all_dirty));
         self.depot.ref_counts_durable();
@@ -134,7 +141,7 @@ impl Harness {
     }
 }
 
-fn remap_entry(lbn: u64, new: Mapping, old: Mapping) -> RecoveryJournalEntry {
+pub(super) fn remap_entry(lbn: u64, new: Mapping, old: Mapping) -> RecoveryJournalEntry {
     RecoveryJournalEntry {
         kind: EntryKind::DataRemap,
         slot: u16::try_from(lbn % 812).unwrap(),
@@ -145,7 +152,7 @@ fn remap_entry(lbn: u64, new: Mapping, old: Mapping) -> RecoveryJournalEntry {
     }
 }
 
-fn write(store: &MemoryStore, blocks: Vec<(Pbn, Block)>) {
+pub(super) fn write(store: &MemoryStore, blocks: Vec<(Pbn, Block)>) {
     for (pbn, block) in blocks {
         store.write_at(pbn.byte_offset(), &block).unwrap();
     }
@@ -381,6 +388,7 @@ fn slab_journal_blocks_hold_the_recorded_entries_in_order() {
         live.push(new);
     }
     assert_eq!(recorded.len(), 2);
+    h.mark();
     assert!(h.depot.take_slab_journal_writes(false).is_empty());
     let writes = h.depot.take_slab_journal_writes(true);
     assert_eq!(writes.len(), 2);
@@ -417,6 +425,7 @@ fn needs_ref_count_writes_fires_before_a_two_block_journal_overflows() {
         let j = &h.depot.slabs[slab.0 as usize].journal;
         (j.head(), j.next_write())
     };
+    h.mark();
     write(&h.store, h.depot.take_slab_journal_writes(true));
     assert_eq!(journal(&h), (SequenceNumber(1), SequenceNumber(2)));
     let refs = h.depot.take_ref_count_writes(false);
@@ -479,6 +488,7 @@ fn record_buffers_a_bounded_overflow_then_refuses() {
     assert_eq!(h.depot.stats().slab_journal_entries, entries as u64);
     h.depot.release(p);
     // Only two blocks fit on disk until the head moves.
+    h.mark();
     assert_eq!(h.depot.take_slab_journal_writes(true).len(), 2);
     write(&h.store, h.depot.take_ref_count_writes(false));
     h.depot.ref_counts_durable();
@@ -564,8 +574,9 @@ fn a_dirty_summary_needs_recovery() {
 }
 
 /// Closes cleanly with one reference, then in a second session writes newer reference counts
-/// for the slab but crashes before the summary says so. Returns the twin slot of the newer
-/// write and its intended image.
+/// for the slab but its dirty mark never reaches the disk (a device that lost a flushed write):
+/// `open` must still notice counts newer than a clean summary entry. Returns the twin slot of
+/// the newer write and its intended image.
 fn crash_after_ref_count_write(h: &mut Harness) -> (Pbn, Block, Vec<(Pbn, u8)>) {
     let p = h.depot.allocate_data().unwrap();
     h.remap(Mapping::Data(p), Mapping::Unmapped).unwrap();
@@ -574,6 +585,9 @@ fn crash_after_ref_count_write(h: &mut Harness) -> (Pbn, Block, Vec<(Pbn, u8)>) 
     h.depot = h.reopen().unwrap();
     let q = h.depot.allocate_data().unwrap();
     h.remap(Mapping::Data(q), Mapping::Unmapped).unwrap();
+    let lost_mark = h.depot.take_summary_writes(false);
+    assert_eq!(lost_mark.len(), 1);
+    h.depot.summary_durable();
     write(&h.store, h.depot.take_slab_journal_writes(true));
     let mut refs = h.depot.take_ref_count_writes(true);
     assert_eq!(refs.len(), 1);
@@ -857,6 +871,7 @@ fn a_clean_summary_with_changes_not_durable_is_refused() {
     let mut h = Harness::new(layout(16, 8, 1));
     let p = h.depot.allocate_data().unwrap();
     h.remap(Mapping::Data(p), Mapping::Unmapped).unwrap();
+    h.mark();
     write(&h.store, h.depot.take_slab_journal_writes(true));
     let _ = h.depot.take_summary_writes(true);
 }

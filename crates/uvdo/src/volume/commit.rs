@@ -8,6 +8,11 @@
 //! Writers that need durability wait on `commit`; whoever gets it next finds their point
 //! already durable or commits everything that queued meanwhile: that is the group commit.
 //!
+//! Before the first slab journal or reference count write of a slab since it was last marked
+//! clean, the summary marking it dirty is written and flushed (`write_dirty_marks_locked`): one
+//! extra flush, only in a commit that dirtied a new slab. Recovery trusts a clean summary entry
+//! and does not scan that slab.
+//!
 //! A checkpoint (under `commit` and the write side of `barrier`, so no remap runs): commit,
 //! then write every dirty block map page and every slab journal tail, flush, write reference
 //! counts where slab journals need room (all of them at close), flush, write the slab
@@ -57,7 +62,7 @@ impl Volume {
         self.write_metadata(&batch.blocks, BlockType::RecoveryJournal)?;
         Counters::add(&self.counters.bios_journal_write, batch.blocks.len() as u64);
         self.flush_store()?;
-        let (slab_journal, pressure) = {
+        {
             let mut meta = self.meta.lock();
             meta.journal.mark_durable(&batch);
             for (point, entry) in &batch.entries {
@@ -67,6 +72,10 @@ impl Volume {
                     return Err(e);
                 }
             }
+        }
+        self.write_dirty_marks_locked()?;
+        let (slab_journal, pressure) = {
+            let mut meta = self.meta.lock();
             (
                 meta.depot.take_slab_journal_writes(false),
                 meta.depot.needs_ref_count_writes(),
@@ -79,9 +88,27 @@ impl Volume {
         Ok(true)
     }
 
+    /// Writes and flushes the summary when a slab changed since it was last marked clean and
+    /// no summary says so yet: the depot holds back that slab's journal and reference count
+    /// blocks until then. The caller holds `commit`.
+    fn write_dirty_marks_locked(&self) -> Result<(), VolumeError> {
+        let summary = {
+            let mut meta = self.meta.lock();
+            if !meta.depot.needs_dirty_marks() {
+                return Ok(());
+            }
+            meta.depot.take_summary_writes(false)
+        };
+        self.write_metadata(&summary, BlockType::SlabSummary)?;
+        self.flush_store()?;
+        self.meta.lock().depot.summary_durable();
+        Ok(())
+    }
+
     /// Writes reference counts (of slabs whose journals need room, or all dirty ones), after
     /// making the slab journal entries they include durable; then slab journal heads move.
     fn write_ref_counts_locked(&self, all_dirty: bool) -> Result<(), VolumeError> {
+        self.write_dirty_marks_locked()?;
         let slab_journal = self.meta.lock().depot.take_slab_journal_writes(true);
         self.write_metadata(&slab_journal, BlockType::SlabJournal)?;
         self.flush_store()?;
@@ -98,6 +125,7 @@ impl Volume {
         let _commit = self.commit.lock();
         let _barrier = self.barrier.write();
         self.commit_locked()?;
+        self.write_dirty_marks_locked()?;
         let (slab_journal, pressure) = {
             let mut meta = self.meta.lock();
             // Pages are written before `meta` is released: once taken they count as clean, and
@@ -121,7 +149,9 @@ impl Volume {
         let summary = self.meta.lock().depot.take_summary_writes(close);
         self.write_metadata(&summary, BlockType::SlabSummary)?;
         self.flush_store()?;
-        self.meta.lock().journal.checkpoint_done();
+        let mut meta = self.meta.lock();
+        meta.depot.summary_durable();
+        meta.journal.checkpoint_done();
         Ok(())
     }
 

@@ -142,9 +142,9 @@ impl Volume {
     ///
     /// # Errors
     ///
-    /// `NotAVolume` when there is no valid geometry, `NeedsRecovery` after an unclean
-    /// shutdown (recovery is a later milestone), `Corrupt` for damaged metadata, or a store
-    /// error.
+    /// `NotAVolume` when there is no valid geometry, `Corrupt` for damaged metadata (found
+    /// while recovering, too), or a store error. After an unclean shutdown the volume is
+    /// recovered first (volume/recover.rs).
     pub fn open(store: Arc<dyn Storage>, options: &OpenOptions) -> Result<Self, VolumeError> {
         let mut block: Block = [0; BLOCK_SIZE];
         store.read_at(0, &mut block)?;
@@ -154,35 +154,38 @@ impl Volume {
         store.read_at(Pbn(1).byte_offset(), &mut block)?;
         store.read_at(Pbn(2).byte_offset(), &mut twin_b)?;
         let super_block = SuperBlock::read_twins(&block, &twin_b, nonce)?.value;
-        if super_block.state != VolumeState::Clean {
-            return Err(VolumeError::NeedsRecovery {
-                state: super_block.state.to_string(),
-            });
-        }
         let layout = Layout::compute(geometry.params, super_block.physical_blocks)?;
-        let depot = SlabDepot::open(&*store, layout, nonce)?;
         let cache_pages = options
             .block_map_cache_pages
             .unwrap_or(super_block.block_map_cache_pages);
-        let block_map = BlockMap::new(
-            layout,
-            nonce,
-            usize::try_from(cache_pages).unwrap_or(2).max(2),
-        );
-        let region = JournalRegion {
-            start: layout.journal_start(),
-            blocks: layout.params().recovery_journal_blocks.0,
+        let cache_pages = usize::try_from(cache_pages).unwrap_or(2).max(2);
+        let (block_map, depot, journal, recovered) = if super_block.state == VolumeState::Clean {
+            let depot = SlabDepot::open(&*store, layout, nonce)?;
+            let block_map = BlockMap::new(layout, nonce, cache_pages);
+            let region = JournalRegion {
+                start: layout.journal_start(),
+                blocks: layout.params().recovery_journal_blocks.0,
+            };
+            let state = super_block.journal;
+            let journal = RecoveryJournal::new(
+                region,
+                nonce,
+                Epoch(state.epoch),
+                state.tail,
+                state.tail,
+                state.logical_blocks_used.0,
+                state.block_map_data_blocks.0,
+            );
+            (block_map, depot, journal, None)
+        } else {
+            let r = super::recover::recover(&*store, &geometry, layout, &super_block, cache_pages)?;
+            (
+                r.block_map,
+                r.depot,
+                r.journal,
+                Some((r.super_block, r.report)),
+            )
         };
-        let journal_state = super_block.journal;
-        let journal = RecoveryJournal::new(
-            region,
-            nonce,
-            Epoch(journal_state.epoch),
-            journal_state.tail,
-            journal_state.tail,
-            journal_state.logical_blocks_used.0,
-            journal_state.block_map_data_blocks.0,
-        );
         let index = open_index(&store, &geometry, &layout, &super_block);
         let policy =
             ResolvedPolicy::resolve(super_block.write_policy, options.volatile_write_cache);
@@ -210,10 +213,17 @@ impl Volume {
             }),
             mode: RwLock::new(mode),
             super_block: Mutex::new(super_block),
+            last_recovery: recovered.as_ref().map(|(_, report)| *report),
             counters: Counters::default(),
         };
         if volume.operating_mode() != OperatingMode::ReadOnly {
+            // After recovery this is step 5: the next epoch and the new journal head become
+            // durable only now, after everything recovery wrote was flushed.
             volume.write_super_block(|sb| {
+                if let Some((recovered, _)) = &recovered {
+                    sb.journal = recovered.journal;
+                    sb.complete_recoveries = recovered.complete_recoveries;
+                }
                 sb.state = VolumeState::Dirty;
                 sb.index_saved = false;
             })?;

@@ -15,6 +15,7 @@ mod commit;
 mod format;
 mod locks;
 mod read;
+mod recover;
 mod stats;
 mod write;
 
@@ -39,6 +40,7 @@ use crate::journal::RecoveryJournal;
 pub use audit::{AuditReport, CountMismatch};
 pub use format::FormatSummary;
 pub use read::{Extent, ExtentKind};
+pub use recover::RecoveryReport;
 pub use stats::{BioCounts, VolumeStats};
 
 use locks::Locks;
@@ -82,6 +84,7 @@ pub struct Volume {
     mode: RwLock<ModeState>,
     super_block: Mutex<SuperBlock>,
     counters: Counters,
+    last_recovery: Option<RecoveryReport>,
 }
 
 impl Volume {
@@ -95,6 +98,12 @@ impl Volume {
     #[must_use]
     pub fn uuid(&self) -> [u8; 16] {
         self.geometry.uuid
+    }
+
+    /// What crash recovery did when this volume was opened, if it was not clean.
+    #[must_use]
+    pub fn last_recovery(&self) -> Option<RecoveryReport> {
+        self.last_recovery
     }
 
     /// The write policy in force.

@@ -24,6 +24,10 @@ use crate::config::ResolvedPolicy;
 use crate::depot::Share;
 use crate::error::VolumeError;
 use crate::journal::{UNWRITTEN_BLOCKS_MAX, remap_entry};
+
+/// Sealed journal blocks at which an async writer that finds no commit running starts one:
+/// enough to batch many entries per flush, well below the bound that makes writers wait.
+const COMMIT_SOON_BLOCKS: usize = UNWRITTEN_BLOCKS_MAX / 4;
 use crate::zero::is_zero_block;
 
 /// What a remap did.
@@ -132,7 +136,7 @@ impl Volume {
         let sealed = self.meta.lock().journal.sealed_blocks();
         if sealed >= UNWRITTEN_BLOCKS_MAX {
             self.commit_through(Some(point))
-        } else if sealed > 0 {
+        } else if sealed >= COMMIT_SOON_BLOCKS {
             self.commit_if_idle()
         } else {
             Ok(())
