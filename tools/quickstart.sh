@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command: installs what uvdo needs on a fresh Debian 12 machine, builds it,
-# and runs the main job. Until the engine lands (issue 3), the main job is uvdo-selfcheck: the
-# layout of a 1 TiB store, a small volume's metadata written to a real file and read back, and
-# torn super block writes on the simulated store.
+# and runs the main job: a volume on a sparse file, a real data set (files under /usr) written
+# to it twice, the space saving and dedupe statistics printed, the volume closed, reopened and
+# checked. (Serving the volume over NBD and the uvdo/uvdostats tools come with their issues.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -10,4 +10,4 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends util-linux g++ >/dev/null
 fi
-cargo run --release -q -p uvdo-selfcheck -- "$@"
+cargo run --release -q -p uvdo --example dedupe_demo -- "$@"

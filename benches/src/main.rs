@@ -29,8 +29,8 @@ const STORE_BYTES_MIN: u64 = 2 << 30;
 const LOGICAL_PER_PHYSICAL: u64 = 4;
 /// 512 MiB slabs: the 2 GiB default slab does not fit a 2 GiB store beside its metadata.
 const SLAB_BLOCKS: u64 = 1 << 17;
-/// Dense index of 1.5 MiB (318k blocks, far above what a run writes). Larger dense sizes
-/// currently make `Volume::format` panic (docs/BENCHMARKS.md, "Known problems").
+/// Dense index of 1.5 MiB (318k blocks, far above what a run writes): small, so the volume's
+/// index region and memory stay in proportion to a 2 GiB test store.
 const INDEX_MEMORY_BYTES: u64 = 3 << 19;
 const SEED: u64 = 0x7576_646f_6265_6e63;
 const THREADS: [usize; 2] = [1, 2];

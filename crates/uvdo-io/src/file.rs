@@ -76,6 +76,8 @@ pub struct FileStore {
     rmw_lock: RwLock<()>,
     /// False once the kernel refused `RWF_DSYNC`.
     dsync_writes: AtomicBool,
+    /// What the device under the path says about its write cache, read at open.
+    write_cache: crate::write_cache::WriteCache,
 }
 
 impl FileStore {
@@ -131,7 +133,14 @@ impl FileStore {
             size_bytes: AtomicU64::new(size_bytes - size_bytes % SECTOR_SIZE as u64),
             rmw_lock: RwLock::new(()),
             dsync_writes: AtomicBool::new(true),
+            write_cache: crate::write_cache::detect_write_cache(path),
         })
+    }
+
+    /// What the device under the store's path says about its write cache.
+    #[must_use]
+    pub fn write_cache(&self) -> &crate::write_cache::WriteCache {
+        &self.write_cache
     }
 
     /// What the store was opened on.
@@ -322,6 +331,14 @@ impl FileStore {
 }
 
 impl Storage for FileStore {
+    fn volatile_write_cache(&self) -> Option<bool> {
+        match self.write_cache {
+            crate::write_cache::WriteCache::WriteBack => Some(true),
+            crate::write_cache::WriteCache::WriteThrough => Some(false),
+            crate::write_cache::WriteCache::Unknown(_) => None,
+        }
+    }
+
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         self.read_via(offset, buf, &mut |at, b| self.pread(at, b))
     }

@@ -62,6 +62,11 @@ fn span(offset: u64, len: u64) -> Range<usize> {
 }
 
 impl Storage for MemoryStore {
+    fn volatile_write_cache(&self) -> Option<bool> {
+        // Memory holds what was written for the store's whole life: nothing to lose.
+        Some(false)
+    }
+
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         let bytes = self.bytes.read();
         check_range(IoOp::Read, offset, buf.len() as u64, bytes.len() as u64)?;

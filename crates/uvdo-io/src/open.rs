@@ -115,6 +115,10 @@ impl OpenedStore {
 }
 
 impl Storage for OpenedStore {
+    fn volatile_write_cache(&self) -> Option<bool> {
+        self.store().volatile_write_cache()
+    }
+
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         self.store().read_at(offset, buf)
     }

@@ -51,6 +51,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Size of the store in bytes.
     fn size_bytes(&self) -> u64;
 
+    /// Whether completed writes can still be lost until a flush: `Some(true)` for a device
+    /// with a volatile write cache, `Some(false)` when every completed write is durable,
+    /// `None` when it cannot be told (the `auto` write policy then assumes a cache).
+    fn volatile_write_cache(&self) -> Option<bool> {
+        None
+    }
+
     /// Tells the store the range no longer holds data. Reads of it afterwards may return zeros
     /// or the old contents.
     ///

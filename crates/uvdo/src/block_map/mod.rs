@@ -36,6 +36,7 @@
 mod cache;
 mod forest;
 mod page;
+pub(crate) mod rebuild;
 // `allow`, not `expect`: the engine's recovery is being wired to `replay` in parallel, and an
 // unfulfilled expectation would then fail its build.
 #[cfg_attr(

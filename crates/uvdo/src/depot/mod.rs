@@ -61,6 +61,7 @@
 //! - `record` checks every change before applying any, so a refused entry changes nothing.
 
 mod allocator;
+pub(crate) mod rebuild;
 mod ref_counts;
 mod scrub;
 mod slab;

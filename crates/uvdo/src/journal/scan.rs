@@ -9,21 +9,180 @@
 //! later block was ever acknowledged as durable on its own, because commits complete in
 //! order).
 //!
-//! | block at a position | decodes | epoch current | sequence >= session start | counts |
-//! |---|---|---|---|---|
-//! | torn, zero, foreign, misdirected | no | - | - | no: ends the run if reached |
-//! | from before the last recovery | yes | no | - | no (stale) |
-//! | from an earlier session | yes | yes | no | no (already applied) |
-//! | written this session | yes | yes | yes | yes |
+//! What each block means is decided by one table, [`DECISIONS`] (STYLE.md rule 10), from
+//! the facts a decode establishes; a test enumerates every combination of facts and checks
+//! that exactly one row matches it.
 
 use uvdo_format::header::Expected;
 use uvdo_format::recovery_journal::{
     Epoch, JournalRegion, RecoveryJournalBlock, RecoveryJournalEntry,
 };
-use uvdo_format::{BLOCK_SIZE, Block, JournalPoint, Nonce, SequenceNumber};
+use uvdo_format::{
+    BLOCK_SIZE, Block, FormatError, JournalPoint, Nonce, Problem, SequenceNumber, le,
+};
+
+/// Offset of the nonce in every metadata block's header (FORMAT.md, the common header).
+const NONCE_OFFSET: usize = 8;
 use uvdo_io::Storage;
 
 use crate::error::VolumeError;
+
+/// What a scan learns about the block at the position a sequence is expected at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BlockFacts {
+    /// The CRC holds (false also for all-zero and garbage blocks).
+    pub(crate) checksum_ok: bool,
+    /// The block carries this volume's nonce.
+    pub(crate) nonce_ok: bool,
+    /// The block says it belongs where it was read.
+    pub(crate) location_ok: bool,
+    /// Written in the current epoch (since the last recovery).
+    pub(crate) epoch_current: bool,
+    /// How its sequence compares with the one expected here.
+    pub(crate) sequence: SequenceFact,
+}
+
+/// A block's sequence against the one the scan expects at its position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SequenceFact {
+    /// Older: an earlier lap, or before this session.
+    Below,
+    /// Exactly the expected one.
+    Expected,
+    /// Newer than anything that can be there.
+    Above,
+}
+
+/// What replay does with a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Replay its entries and expect the next sequence after it.
+    Apply,
+    /// The log ends here (torn, unwritten, foreign, stale): an honest crash.
+    Stop,
+    /// Damage no crash can cause: recovery fails and the volume goes read-only.
+    Corrupt,
+}
+
+/// One row: `None` matches either value of a fact.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Row {
+    checksum_ok: Option<bool>,
+    nonce_ok: Option<bool>,
+    location_ok: Option<bool>,
+    epoch_current: Option<bool>,
+    sequence: Option<SequenceFact>,
+    verdict: Verdict,
+    why: &'static str,
+}
+
+const fn row(
+    checksum_ok: Option<bool>,
+    nonce_ok: Option<bool>,
+    location_ok: Option<bool>,
+    epoch_current: Option<bool>,
+    sequence: Option<SequenceFact>,
+    verdict: Verdict,
+    why: &'static str,
+) -> Row {
+    Row {
+        checksum_ok,
+        nonce_ok,
+        location_ok,
+        epoch_current,
+        sequence,
+        verdict,
+        why,
+    }
+}
+
+/// The replay decision table. A checksum failure hides every other fact, so it is one row.
+pub(crate) const DECISIONS: [Row; 7] = [
+    row(
+        Some(false),
+        None,
+        None,
+        None,
+        None,
+        Verdict::Stop,
+        "torn or never written",
+    ),
+    row(
+        Some(true),
+        Some(false),
+        None,
+        None,
+        None,
+        Verdict::Stop,
+        "another volume's block",
+    ),
+    row(
+        Some(true),
+        Some(true),
+        Some(false),
+        None,
+        None,
+        Verdict::Corrupt,
+        "misdirected write",
+    ),
+    row(
+        Some(true),
+        Some(true),
+        Some(true),
+        Some(false),
+        None,
+        Verdict::Stop,
+        "older epoch",
+    ),
+    row(
+        Some(true),
+        Some(true),
+        Some(true),
+        Some(true),
+        Some(SequenceFact::Below),
+        Verdict::Stop,
+        "earlier lap",
+    ),
+    row(
+        Some(true),
+        Some(true),
+        Some(true),
+        Some(true),
+        Some(SequenceFact::Expected),
+        Verdict::Apply,
+        "the next block of the log",
+    ),
+    row(
+        Some(true),
+        Some(true),
+        Some(true),
+        Some(true),
+        Some(SequenceFact::Above),
+        Verdict::Corrupt,
+        "a sequence from the future",
+    ),
+];
+
+impl Row {
+    fn matches(&self, facts: BlockFacts) -> bool {
+        let fits = |want: Option<bool>, got: bool| want.is_none_or(|w| w == got);
+        fits(self.checksum_ok, facts.checksum_ok)
+            && (!facts.checksum_ok
+                || (fits(self.nonce_ok, facts.nonce_ok)
+                    && fits(self.location_ok, facts.location_ok)
+                    && fits(self.epoch_current, facts.epoch_current)
+                    && self.sequence.is_none_or(|s| s == facts.sequence)))
+    }
+}
+
+/// The verdict for a block's facts: the one row that matches.
+pub(crate) fn decide(facts: BlockFacts) -> (Verdict, &'static str) {
+    let row = DECISIONS
+        .iter()
+        .find(|r| r.matches(facts))
+        .expect("the table is total");
+    (row.verdict, row.why)
+}
 
 /// Blocks read per store request while scanning.
 const SCAN_CHUNK_BLOCKS: u64 = 256;
@@ -52,10 +211,18 @@ pub(crate) fn scan(
     epoch: Epoch,
     session_start: SequenceNumber,
 ) -> Result<ScannedJournal, VolumeError> {
-    let blocks = read_session_blocks(store, region, nonce, epoch, session_start)?;
-    let stale_blocks = blocks.1;
-    let mut found = blocks.0;
-    let Some(newest) = found.iter().flatten().max_by_key(|b| b.sequence) else {
+    let mut blocks = read_blocks(store, region, nonce)?;
+    let in_session = |b: &RecoveryJournalBlock| b.epoch == epoch && b.sequence >= session_start;
+    let stale_blocks = blocks
+        .iter()
+        .filter(|b| matches!(b, Ok(block) if !in_session(block)))
+        .count() as u64;
+    let newest = blocks
+        .iter()
+        .filter_map(|b| b.as_ref().ok())
+        .filter(|b| in_session(b))
+        .max_by_key(|b| b.sequence);
+    let Some(newest) = newest else {
         return Ok(ScannedJournal {
             head: session_start,
             end: session_start,
@@ -75,9 +242,20 @@ pub(crate) fn scan(
     let mut sequence = head;
     while sequence <= newest_sequence {
         let position = usize::try_from(sequence.0 % region.blocks).expect("region fits memory");
-        let Some(block) = found[position].take().filter(|b| b.sequence == sequence) else {
-            break;
-        };
+        let raw = &mut blocks[position];
+        let facts = facts_of(raw, nonce, epoch, sequence);
+        match decide(facts) {
+            (Verdict::Apply, _) => {}
+            (Verdict::Stop, _) => break,
+            (Verdict::Corrupt, why) => {
+                return Err(VolumeError::invariant(
+                    None,
+                    Some(region.pbn_of(sequence)),
+                    format!("recovery journal block for sequence {sequence}: {why} ({facts:?})"),
+                ));
+            }
+        }
+        let block = std::mem::replace(raw, Err(None)).expect("an applied block decoded");
         for (index, entry) in block.entries.iter().enumerate() {
             let entry_index = u16::try_from(index).expect("below 167");
             entries.push((
@@ -110,16 +288,62 @@ pub(crate) fn scan(
     })
 }
 
-/// Every block of this session and epoch, by position; and the count of stale ones.
-fn read_session_blocks(
+/// A block as read: decoded, or why not (`None` once taken by the scan).
+type ReadBlock = Result<RecoveryJournalBlock, Option<(FormatError, u64)>>;
+
+/// The facts the decision table needs about the block read where `expected` belongs.
+fn facts_of(read: &ReadBlock, nonce: Nonce, epoch: Epoch, expected: SequenceNumber) -> BlockFacts {
+    let unreadable = BlockFacts {
+        checksum_ok: false,
+        nonce_ok: false,
+        location_ok: false,
+        epoch_current: false,
+        sequence: SequenceFact::Below,
+    };
+    match read {
+        Ok(block) => BlockFacts {
+            checksum_ok: true,
+            nonce_ok: true,
+            location_ok: true,
+            epoch_current: block.epoch == epoch,
+            sequence: match block.sequence.cmp(&expected) {
+                std::cmp::Ordering::Less => SequenceFact::Below,
+                std::cmp::Ordering::Equal => SequenceFact::Expected,
+                std::cmp::Ordering::Greater => SequenceFact::Above,
+            },
+        },
+        Err(None) => unreadable,
+        Err(Some((error, raw_nonce))) => match error.problem {
+            Problem::Unwritten
+            | Problem::Checksum { .. }
+            | Problem::BadMagic { .. }
+            | Problem::UnsupportedVersion { .. } => unreadable,
+            Problem::WrongNonce { .. } => BlockFacts {
+                checksum_ok: true,
+                ..unreadable
+            },
+            // A whole, checksummed block that is not the journal block this position holds:
+            // another structure, another place, or fields no encoder writes.
+            Problem::WrongType { .. }
+            | Problem::WrongLocation { .. }
+            | Problem::WrongSequence { .. }
+            | Problem::InvalidField { .. } => BlockFacts {
+                checksum_ok: true,
+                nonce_ok: *raw_nonce == nonce.0,
+                ..unreadable
+            },
+        },
+    }
+}
+
+/// Every block of the region, decoded or with the reason it did not decode (and the nonce its
+/// header carries, to tell a foreign block from a misdirected one of this volume).
+fn read_blocks(
     store: &dyn Storage,
     region: JournalRegion,
     nonce: Nonce,
-    epoch: Epoch,
-    session_start: SequenceNumber,
-) -> Result<(Vec<Option<RecoveryJournalBlock>>, u64), VolumeError> {
+) -> Result<Vec<ReadBlock>, VolumeError> {
     let mut found = Vec::with_capacity(usize::try_from(region.blocks).expect("fits memory"));
-    let mut stale = 0;
     let mut buffer = vec![0_u8; usize::try_from(SCAN_CHUNK_BLOCKS).expect("small") * BLOCK_SIZE];
     let mut position = 0;
     while position < region.blocks {
@@ -130,18 +354,11 @@ fn read_session_blocks(
             let pbn = region.start.offset(position + i as u64);
             let block: &Block = chunk.try_into().expect("a whole block");
             let decoded = RecoveryJournalBlock::decode(block, Expected::new(nonce, pbn), region);
-            found.push(match decoded {
-                Ok(b) if b.epoch == epoch && b.sequence >= session_start => Some(b),
-                Ok(_) => {
-                    stale += 1;
-                    None
-                }
-                Err(_) => None,
-            });
+            found.push(decoded.map_err(|e| Some((e, le::get_u64(block, NONCE_OFFSET)))));
         }
         position += count;
     }
-    Ok((found, stale))
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -177,6 +394,83 @@ mod tests {
     fn journal(start: u64) -> RecoveryJournal {
         let s = SequenceNumber(start);
         RecoveryJournal::new(REGION, NONCE, Epoch(1), s, s, 0, 0)
+    }
+
+    #[test]
+    fn every_combination_of_facts_matches_exactly_one_row() {
+        let bools = [false, true];
+        let sequences = [
+            SequenceFact::Below,
+            SequenceFact::Expected,
+            SequenceFact::Above,
+        ];
+        let mut combinations = 0;
+        for checksum_ok in bools {
+            for nonce_ok in bools {
+                for location_ok in bools {
+                    for epoch_current in bools {
+                        for sequence in sequences {
+                            let facts = BlockFacts {
+                                checksum_ok,
+                                nonce_ok,
+                                location_ok,
+                                epoch_current,
+                                sequence,
+                            };
+                            let rows = DECISIONS.iter().filter(|r| r.matches(facts)).count();
+                            assert_eq!(rows, 1, "{facts:?} matches {rows} rows");
+                            combinations += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(combinations, 48);
+        let apply = |sequence| BlockFacts {
+            checksum_ok: true,
+            nonce_ok: true,
+            location_ok: true,
+            epoch_current: true,
+            sequence,
+        };
+        assert_eq!(decide(apply(SequenceFact::Expected)).0, Verdict::Apply);
+        assert_eq!(decide(apply(SequenceFact::Below)).0, Verdict::Stop);
+        assert_eq!(decide(apply(SequenceFact::Above)).0, Verdict::Corrupt);
+    }
+
+    #[test]
+    fn a_misdirected_journal_block_is_corruption_not_the_end_of_the_log() {
+        let store = MemoryStore::new(64 * 4096);
+        let mut j = journal(1);
+        write_batch(&store, &mut j, 0..10);
+        write_batch(&store, &mut j, 10..20);
+        write_batch(&store, &mut j, 20..30);
+        // Block 3 lands at block 2's place as well (a misdirected write).
+        let mut block = [0_u8; BLOCK_SIZE];
+        store
+            .read_at(REGION.pbn_of(SequenceNumber(3)).byte_offset(), &mut block)
+            .unwrap();
+        store
+            .write_at(REGION.pbn_of(SequenceNumber(2)).byte_offset(), &block)
+            .unwrap();
+        let err = scan(&store, REGION, NONCE, Epoch(1), SequenceNumber(1)).unwrap_err();
+        assert!(err.to_string().contains("misdirected"), "{err}");
+    }
+
+    #[test]
+    fn a_foreign_block_ends_the_log() {
+        let store = MemoryStore::new(64 * 4096);
+        let mut j = journal(1);
+        for round in 0..3 {
+            write_batch(&store, &mut j, round * 10..round * 10 + 10);
+        }
+        // Another volume's block 2 lands where ours was: the log ends before it, although our
+        // block 3 is still there.
+        let two = SequenceNumber(2);
+        let mut other = RecoveryJournal::new(REGION, Nonce(0xdead), Epoch(1), two, two, 0, 0);
+        write_batch(&store, &mut other, 0..3);
+        let scanned = scan(&store, REGION, NONCE, Epoch(1), SequenceNumber(1)).unwrap();
+        assert_eq!((scanned.end, scanned.entries.len()), (two, 10));
     }
 
     #[test]

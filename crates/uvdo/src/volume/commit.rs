@@ -53,6 +53,8 @@ impl Volume {
 
     /// One commit. The caller holds `commit`. Returns false when there was nothing to commit.
     pub(super) fn commit_locked(&self) -> Result<bool, VolumeError> {
+        // Read-only mode writes no metadata: the writers still waiting fail with its reason.
+        self.check_writable()?;
         let Some(batch) = self.meta.lock().journal.take_commit_batch() else {
             return Ok(false);
         };

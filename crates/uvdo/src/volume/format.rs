@@ -138,14 +138,37 @@ impl Volume {
         })
     }
 
-    /// Opens the volume on `store`.
+    /// Opens the volume on `store`. After an unclean shutdown the volume is recovered first
+    /// (volume/recover.rs). A volume whose super block says read-only opens read-only and
+    /// writes nothing. Metadata found damaged while opening or recovering (with the geometry
+    /// and super block readable) puts the volume in read-only mode, persisted, and it opens
+    /// read-only: reads through damaged block map pages fail with EIO, the rest work. A
+    /// pending force rebuild (requested, or interrupted by a crash) runs first.
     ///
     /// # Errors
     ///
-    /// `NotAVolume` when there is no valid geometry, `Corrupt` for damaged metadata (found
-    /// while recovering, too), or a store error. After an unclean shutdown the volume is
-    /// recovered first (volume/recover.rs).
+    /// `NotAVolume` when there is no valid geometry; `Corrupt` when both super block slots
+    /// are damaged, or the slab depot is (the volume is then read-only on disk, with the
+    /// reason); or a store error.
     pub fn open(store: Arc<dyn Storage>, options: &OpenOptions) -> Result<Self, VolumeError> {
+        // A force rebuild that was asked for, or interrupted, is finished before anything
+        // else reads the reference counts it was rewriting.
+        if super::read_super_block(&*store)?.force_rebuild_requested {
+            Self::force_rebuild(Arc::clone(&store), &mut |_| {})?;
+        }
+        match Self::open_as_recorded(Arc::clone(&store), options) {
+            Err(e) if super::enter_read_only_at_open(&*store, &e) => {
+                Self::open_as_recorded(store, options)
+            }
+            result => result,
+        }
+    }
+
+    /// Opens the volume in the mode its super block records.
+    fn open_as_recorded(
+        store: Arc<dyn Storage>,
+        options: &OpenOptions,
+    ) -> Result<Self, VolumeError> {
         let mut block: Block = [0; BLOCK_SIZE];
         store.read_at(0, &mut block)?;
         let geometry = Geometry::decode(&block).map_err(VolumeError::NotAVolume)?;
@@ -159,7 +182,12 @@ impl Volume {
             .block_map_cache_pages
             .unwrap_or(super_block.block_map_cache_pages);
         let cache_pages = usize::try_from(cache_pages).unwrap_or(2).max(2);
-        let (block_map, depot, journal, recovered) = if super_block.state == VolumeState::Clean {
+        let (block_map, depot, journal, recovered) = if super_block.mode == OperatingMode::ReadOnly
+        {
+            let (block_map, depot, journal) =
+                super::load_read_only(&*store, &geometry, layout, &super_block, cache_pages)?;
+            (block_map, depot, journal, None)
+        } else if super_block.state == VolumeState::Clean {
             let depot = SlabDepot::open(&*store, layout, nonce)?;
             let block_map = BlockMap::new(layout, nonce, cache_pages);
             let region = JournalRegion {
@@ -187,8 +215,12 @@ impl Volume {
             )
         };
         let index = open_index(&store, &geometry, &layout, &super_block);
-        let policy =
-            ResolvedPolicy::resolve(super_block.write_policy, options.volatile_write_cache);
+        let policy = ResolvedPolicy::resolve(
+            super_block.write_policy,
+            options
+                .volatile_write_cache
+                .or_else(|| store.volatile_write_cache()),
+        );
         let mode = ModeState {
             mode: super_block.mode,
             reason: super_block.read_only_reason.clone(),

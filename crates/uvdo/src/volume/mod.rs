@@ -15,6 +15,7 @@ mod commit;
 mod format;
 mod locks;
 mod read;
+mod rebuild;
 mod recover;
 mod stats;
 mod write;
@@ -25,7 +26,8 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use uvdo_format::geometry::Geometry;
 use uvdo_format::layout::Layout;
-use uvdo_format::super_block::{OperatingMode, ReadOnlyReason, SuperBlock};
+use uvdo_format::recovery_journal::{Epoch, JournalRegion};
+use uvdo_format::super_block::{OperatingMode, ReadOnlyReason, SuperBlock, VolumeState};
 use uvdo_format::{BLOCK_SIZE, Block, BlockType, Pbn, SECTOR_SIZE};
 use uvdo_index::DedupeIndex;
 use uvdo_io::Storage;
@@ -35,11 +37,12 @@ use crate::config::ResolvedPolicy;
 use crate::depot::SlabDepot;
 use crate::error::VolumeError;
 use crate::hash::Namer;
-use crate::journal::RecoveryJournal;
+use crate::journal::{RecoveryJournal, scan};
 
 pub use audit::{AuditReport, CountMismatch};
 pub use format::FormatSummary;
 pub use read::{Extent, ExtentKind};
+pub use rebuild::{DroppedMappings, LostSubtree, RebuildPhase, RebuildProgress, RebuildReport};
 pub use recover::RecoveryReport;
 pub use stats::{BioCounts, VolumeStats};
 
@@ -124,7 +127,8 @@ impl Volume {
         volatile_write_cache: Option<bool>,
     ) -> Result<(), VolumeError> {
         self.flush()?;
-        *self.policy.write() = ResolvedPolicy::resolve(policy, volatile_write_cache);
+        let cache = volatile_write_cache.or_else(|| self.store.volatile_write_cache());
+        *self.policy.write() = ResolvedPolicy::resolve(policy, cache);
         self.write_super_block(|sb| sb.write_policy = policy)
     }
 
@@ -150,31 +154,33 @@ impl Volume {
     /// The one way into read-only mode (STYLE rule 6): records why, persists it in the super
     /// block if the store still takes writes, and makes every later write fail with it.
     fn enter_read_only(&self, cause: &VolumeError, structure: Option<BlockType>, at: Pbn) {
-        let reason = ReadOnlyReason {
-            error_code: read_only_code(cause),
-            errno: u32::try_from(cause.errno()).unwrap_or(5),
-            time_s: unix_time_s(),
-            structure,
-            location: at,
-            message: uvdo_format::super_block::truncated(
-                &cause.to_string(),
-                uvdo_format::super_block::MESSAGE_BYTES_MAX,
-            )
-            .to_owned(),
-        };
-        {
-            let mut mode = self.mode.write();
-            if mode.mode == OperatingMode::ReadOnly {
-                return;
-            }
-            mode.mode = OperatingMode::ReadOnly;
-            mode.reason = Some(reason.clone());
+        let entered = enter_read_only_in(
+            &*self.store,
+            &self.mode,
+            &self.super_block,
+            read_only_reason(cause, structure, at),
+        );
+        if entered == Some(true) {
+            Counters::bump(&self.counters.bios_meta_write);
+            Counters::bump(&self.counters.flushes_out);
         }
-        // Best effort: the device may be what failed.
-        let _ = self.write_super_block(|sb| {
-            sb.mode = OperatingMode::ReadOnly;
-            sb.read_only_reason = Some(reason);
-        });
+    }
+
+    /// Enters read-only mode when `result` says metadata is damaged: a block that failed its
+    /// checks (recorded as its own structure and location) or a broken invariant (recorded as
+    /// `structure` at the PBN it names). Returns `result` unchanged, so the request fails with
+    /// the error itself (EIO), never with wrong data.
+    fn on_damage<T>(
+        &self,
+        result: Result<T, VolumeError>,
+        structure: BlockType,
+    ) -> Result<T, VolumeError> {
+        if let Err(e) = &result
+            && let Some((structure, at)) = damage_site(e, Some(structure))
+        {
+            self.enter_read_only(e, structure, at);
+        }
+        result
     }
 
     /// Writes the next super block generation to the other twin slot, then flushes.
@@ -182,16 +188,9 @@ impl Volume {
         let mut current = self.super_block.lock();
         let mut next = current.clone();
         change(&mut next);
-        next.slot = current.slot.other();
-        next.generation = current.generation.next();
-        let mut block: Block = [0; BLOCK_SIZE];
-        next.encode(&mut block);
-        self.store
-            .write_at(next.slot.pbn(Pbn(1)).byte_offset(), &block)?;
-        self.store.flush()?;
+        write_super_block_in(&*self.store, &mut current, next)?;
         Counters::bump(&self.counters.bios_meta_write);
         Counters::bump(&self.counters.flushes_out);
-        *current = next;
         Ok(())
     }
 
@@ -233,6 +232,160 @@ impl Volume {
             Some(piece)
         }))
     }
+}
+
+/// Read-only mode itself, on the parts of a volume, so that `open` can enter it before the
+/// volume exists; everything else goes through [`Volume::enter_read_only`]. Records `reason`
+/// unless the volume is read-only already, then persists it (best effort: the device may be
+/// what failed). Returns `None` when it was read-only already, else whether it persisted.
+fn enter_read_only_in(
+    store: &dyn Storage,
+    mode: &RwLock<ModeState>,
+    super_block: &Mutex<SuperBlock>,
+    reason: ReadOnlyReason,
+) -> Option<bool> {
+    {
+        let mut mode = mode.write();
+        if mode.mode == OperatingMode::ReadOnly {
+            return None;
+        }
+        mode.mode = OperatingMode::ReadOnly;
+        mode.reason = Some(reason.clone());
+    }
+    let mut current = super_block.lock();
+    let mut next = current.clone();
+    next.mode = OperatingMode::ReadOnly;
+    next.read_only_reason = Some(reason);
+    Some(write_super_block_in(store, &mut current, next).is_ok())
+}
+
+/// The block map, slab depot and journal of a volume opened read-only, loaded without writing
+/// anything: a read-only volume is never recovered into normal mode (only a force rebuild
+/// leaves read-only mode), and its metadata may be what is damaged.
+///
+/// After an unclean shutdown the durable journal entries are replayed into the block map in
+/// memory only (dirty pages are never evicted, and a read-only volume never writes them), so
+/// reads see every durable write. An entry whose replay fails is skipped: it fails on a page
+/// that fails its checks, and reads through that page fail the same way (EIO).
+///
+/// # Errors
+///
+/// `Corrupt` when the slab depot (summary, reference counts, slab journals) cannot be loaded:
+/// statistics need it. A store error.
+fn load_read_only(
+    store: &dyn Storage,
+    geometry: &Geometry,
+    layout: Layout,
+    super_block: &SuperBlock,
+    cache_pages: usize,
+) -> Result<(BlockMap, SlabDepot, RecoveryJournal), VolumeError> {
+    let nonce = geometry.nonce;
+    let region = JournalRegion {
+        start: layout.journal_start(),
+        blocks: layout.params().recovery_journal_blocks.0,
+    };
+    let state = super_block.journal;
+    let epoch = Epoch(state.epoch);
+    let mut block_map = BlockMap::new(layout, nonce, cache_pages);
+    let (depot, end, used, tree) = if super_block.state == VolumeState::Clean {
+        let depot = SlabDepot::open(store, layout, nonce)?;
+        let counts = (state.logical_blocks_used.0, state.block_map_data_blocks.0);
+        (depot, state.tail, counts.0, counts.1)
+    } else {
+        let scanned = scan::scan(store, region, nonce, epoch, state.tail)?;
+        for (point, entry) in &scanned.entries {
+            match block_map.replay(store, *point, entry) {
+                Ok(()) | Err(VolumeError::Corrupt(_) | VolumeError::Invariant { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let depot = SlabDepot::open_dirty(store, layout, nonce, &scanned.entries)?;
+        let used = scanned
+            .logical_blocks_used
+            .unwrap_or(state.logical_blocks_used.0);
+        let tree = scanned
+            .block_map_data_blocks
+            .unwrap_or(state.block_map_data_blocks.0);
+        (depot, scanned.end, used, tree)
+    };
+    let journal = RecoveryJournal::new(region, nonce, epoch, end, end, used, tree);
+    Ok((block_map, depot, journal))
+}
+
+/// Writes `next` as the generation after `current` to the other twin slot, flushes, and makes
+/// it current.
+fn write_super_block_in(
+    store: &dyn Storage,
+    current: &mut SuperBlock,
+    mut next: SuperBlock,
+) -> Result<(), VolumeError> {
+    next.slot = current.slot.other();
+    next.generation = current.generation.next();
+    let mut block: Block = [0; BLOCK_SIZE];
+    next.encode(&mut block);
+    store.write_at(next.slot.pbn(Pbn(1)).byte_offset(), &block)?;
+    store.flush()?;
+    *current = next;
+    Ok(())
+}
+
+fn read_only_reason(cause: &VolumeError, structure: Option<BlockType>, at: Pbn) -> ReadOnlyReason {
+    ReadOnlyReason {
+        error_code: read_only_code(cause),
+        errno: u32::try_from(cause.errno()).unwrap_or(5),
+        time_s: unix_time_s(),
+        structure,
+        location: at,
+        message: uvdo_format::super_block::truncated(
+            &cause.to_string(),
+            uvdo_format::super_block::MESSAGE_BYTES_MAX,
+        )
+        .to_owned(),
+    }
+}
+
+/// Where damaged metadata was found, when `e` says it was: a block that failed its checks
+/// names its own structure and location; a broken invariant is charged to `structure`.
+fn damage_site(e: &VolumeError, structure: Option<BlockType>) -> Option<(Option<BlockType>, Pbn)> {
+    match e {
+        VolumeError::Corrupt(f) => Some((Some(f.structure), f.location)),
+        VolumeError::Invariant { pbn, .. } => Some((structure, pbn.unwrap_or(Pbn(0)))),
+        _ => None,
+    }
+}
+
+/// When opening a volume in normal mode failed on damaged metadata (`e`), enters read-only
+/// mode on its super block, so that it opens read-only. Returns false, changing nothing, when
+/// `e` is not damage, the super block cannot be read (both slots damaged) or already says
+/// read-only (the damage is where even a read-only open needs to read), or the super block
+/// write fails.
+fn enter_read_only_at_open(store: &dyn Storage, e: &VolumeError) -> bool {
+    let Some((structure, at)) = damage_site(e, None) else {
+        return false;
+    };
+    let Ok(super_block) = read_super_block(store) else {
+        return false;
+    };
+    let mode = RwLock::new(ModeState {
+        mode: super_block.mode,
+        reason: super_block.read_only_reason.clone(),
+    });
+    let super_block = Mutex::new(super_block);
+    let reason = read_only_reason(e, structure, at);
+    enter_read_only_in(store, &mode, &super_block, reason) == Some(true)
+}
+
+/// The current super block, as `open` reads it.
+fn read_super_block(store: &dyn Storage) -> Result<SuperBlock, VolumeError> {
+    let mut block: Block = [0; BLOCK_SIZE];
+    store.read_at(0, &mut block)?;
+    let nonce = Geometry::decode(&block)
+        .map_err(VolumeError::NotAVolume)?
+        .nonce;
+    let mut twin_b: Block = [0; BLOCK_SIZE];
+    store.read_at(Pbn(1).byte_offset(), &mut block)?;
+    store.read_at(Pbn(2).byte_offset(), &mut twin_b)?;
+    Ok(SuperBlock::read_twins(&block, &twin_b, nonce)?.value)
 }
 
 fn describe(reason: Option<&ReadOnlyReason>) -> String {

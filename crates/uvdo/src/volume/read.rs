@@ -4,7 +4,7 @@
 //! the data block; unmapped and zero blocks read as zeros without touching the store. Holding
 //! the LBN lock keeps the mapped block from being remapped, freed and reused mid-read.
 
-use uvdo_format::{BLOCK_SIZE, Block, Lbn, Mapping};
+use uvdo_format::{BLOCK_SIZE, Block, BlockType, Lbn, Mapping};
 
 use super::Volume;
 use super::stats::Counters;
@@ -37,7 +37,8 @@ impl Volume {
     ///
     /// # Errors
     ///
-    /// `InvalidArgument` for a bad range, `Corrupt` for damaged metadata, or a store error.
+    /// `InvalidArgument` for a bad range, a store error, or `Corrupt` for a damaged block map
+    /// page on the way, which also puts the volume in read-only mode. Never wrong data.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), VolumeError> {
         let pieces = self.pieces(offset, buf.len() as u64)?;
         Counters::bump(&self.counters.bios_in_read);
@@ -60,7 +61,7 @@ impl Volume {
 
     /// Reads one block; the caller holds the LBN's lock.
     pub(crate) fn read_block_locked(&self, lbn: Lbn, out: &mut Block) -> Result<(), VolumeError> {
-        let mapping = self.meta.lock().block_map.lookup(&*self.store, lbn)?;
+        let mapping = self.lookup(lbn)?;
         match mapping {
             Mapping::Unmapped | Mapping::Zero => {
                 out.fill(0);
@@ -71,12 +72,22 @@ impl Volume {
                 self.store.read_at(pbn.byte_offset(), out)?;
                 Ok(())
             }
-            Mapping::Compressed { pbn, .. } => Err(VolumeError::invariant(
-                Some(lbn),
-                Some(pbn),
-                "compressed mapping, but this build has no packer",
-            )),
+            Mapping::Compressed { pbn, .. } => self.on_damage(
+                Err(VolumeError::invariant(
+                    Some(lbn),
+                    Some(pbn),
+                    "compressed mapping, but this build has no packer",
+                )),
+                BlockType::BlockMapPage,
+            ),
         }
+    }
+
+    /// `lbn`'s mapping. A block map page that fails its checks on the way puts the volume in
+    /// read-only mode (SPEC section 5) and fails the lookup with `Corrupt` (EIO).
+    fn lookup(&self, lbn: Lbn) -> Result<Mapping, VolumeError> {
+        let found = self.meta.lock().block_map.lookup(&*self.store, lbn);
+        self.on_damage(found, BlockType::BlockMapPage)
     }
 
     /// What each part of `offset..offset+len` holds, as runs merged across blocks; answered
@@ -84,13 +95,14 @@ impl Volume {
     ///
     /// # Errors
     ///
-    /// `InvalidArgument` for a bad range, `Corrupt` for a damaged block map page.
+    /// `InvalidArgument` for a bad range, `Corrupt` for a damaged block map page (the volume
+    /// is then read-only).
     pub fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, VolumeError> {
         let pieces = self.pieces(offset, len)?;
         let mut extents: Vec<Extent> = Vec::new();
         let block = BLOCK_SIZE as u64;
         for (lbn, within, piece_len) in pieces {
-            let mapping = self.meta.lock().block_map.lookup(&*self.store, lbn)?;
+            let mapping = self.lookup(lbn)?;
             let kind = match mapping {
                 Mapping::Unmapped => ExtentKind::Unmapped,
                 Mapping::Zero => ExtentKind::Zero,

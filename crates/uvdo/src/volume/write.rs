@@ -94,9 +94,11 @@ impl Volume {
     ///
     /// # Errors
     ///
-    /// A store error (the volume is then read-only).
+    /// `ReadOnly` in read-only mode; a store error (the volume is then read-only).
     pub fn flush(&self) -> Result<(), VolumeError> {
         Counters::bump(&self.counters.bios_in_flush);
+        // Read-only mode writes no metadata, so nothing acknowledged since can become durable.
+        self.check_writable()?;
         self.commit_through(None)
     }
 
@@ -301,10 +303,12 @@ impl Volume {
             };
             match outcome {
                 Some(outcome) => {
+                    // A damaged block map page on the way, or a broken invariant: read-only.
+                    let outcome = self.on_damage(outcome, BlockType::BlockMapPage)?;
                     if pressure {
                         self.checkpoint(false)?;
                     }
-                    return outcome;
+                    return Ok(outcome);
                 }
                 None => {
                     Counters::bump(&self.counters.journal_disk_full);
@@ -343,16 +347,15 @@ impl Volume {
         let point = journal.append(remap_entry(lbn, leaf.page, leaf.slot, new, leaf.old));
         let old = block_map.set(lbn, new, point)?;
         if old != leaf.old {
-            let e = VolumeError::invariant(
+            // `remap` puts the volume in read-only mode, charged to the leaf page.
+            return Err(VolumeError::invariant(
                 Some(lbn),
-                old.pbn(),
+                Some(leaf.page),
                 format!(
-                    "slot changed between prepare ({:?}) and set ({old:?})",
-                    leaf.old
+                    "slot {} changed between prepare ({:?}) and set ({old:?})",
+                    leaf.slot, leaf.old
                 ),
-            );
-            self.enter_read_only(&e, Some(BlockType::BlockMapPage), leaf.page);
-            return Err(e);
+            ));
         }
         Ok(Remapped::At(point))
     }
