@@ -36,9 +36,10 @@
 use crate::block::{BLOCK_SIZE, Block, ZERO_BLOCK};
 use crate::error::{FormatError, Problem};
 use crate::header::{self, BlockHeader, BlockType, Expected, HEADER_SIZE};
-use crate::le::{all_zero, array, get_u8, put_u8};
+use crate::le::{array, get_u8, put_u8};
 use crate::mapping::{Mapping, PACKED_MAPPING_SIZE};
 use crate::numbers::{Lbn, Nonce, Pbn, SequenceNumber};
+use crate::reserved::require_zero;
 
 /// Layout version of block map pages.
 pub const VERSION: u8 = 1;
@@ -142,17 +143,7 @@ impl BlockMapPage {
         let header = header::open(block, BlockType::BlockMapPage, VERSION, expected)?;
         let fail = |problem| FormatError::new(BlockType::BlockMapPage, expected.pbn, problem);
         let found_level = get_u8(block, LEVEL_OFFSET);
-        if !all_zero(&block[RESERVED_OFFSET..ENTRIES_OFFSET]) {
-            return Err(fail(Problem::InvalidField {
-                field: "reserved",
-                expected: "zero",
-                found: u64::from(
-                    block[RESERVED_OFFSET..ENTRIES_OFFSET]
-                        .iter()
-                        .fold(0, |a, &b| a | b),
-                ),
-            }));
-        }
+        require_zero(&block[RESERVED_OFFSET..ENTRIES_OFFSET], "reserved").map_err(fail)?;
         let mut entries = Box::new([Mapping::Unmapped; ENTRIES_PER_PAGE]);
         for (slot, entry) in entries.iter_mut().enumerate() {
             let offset = ENTRIES_OFFSET + slot * PACKED_MAPPING_SIZE;

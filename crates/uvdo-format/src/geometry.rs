@@ -47,7 +47,7 @@ use crate::layout::{
     GEOMETRY_PBN, INDEX_MEMORY_BYTES_MAX, LayoutError, LayoutParams, REGION_COUNT, Region,
     index_blocks_for,
 };
-use crate::le::{all_zero, array, get_u8, get_u16, get_u32, get_u64};
+use crate::le::{array, get_u8, get_u16, get_u32, get_u64};
 use crate::le::{put_u8, put_u16, put_u32, put_u64};
 use crate::numbers::{BlockCount, Nonce, SequenceNumber};
 
@@ -272,16 +272,8 @@ impl Geometry {
 
 fn check_reserved(block: &Block) -> Result<(), FormatError> {
     let zero = |range: std::ops::Range<usize>| {
-        if all_zero(&block[range.clone()]) {
-            Ok(())
-        } else {
-            let found = block[range].iter().find(|&&b| b != 0).copied();
-            Err(invalid(
-                "reserved bytes",
-                "zero",
-                found.map_or(0, u64::from),
-            ))
-        }
+        crate::reserved::require_zero(&block[range], "reserved bytes")
+            .map_err(|problem| FormatError::new(BlockType::Geometry, GEOMETRY_PBN, problem))
     };
     zero(RESERVED_OFFSET..REGIONS_OFFSET)?;
     for i in 0..REGION_COUNT {

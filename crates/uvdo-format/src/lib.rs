@@ -31,6 +31,7 @@ pub mod mapping;
 pub mod numbers;
 pub mod recovery_journal;
 pub mod ref_counts;
+pub mod reserved;
 pub mod slab_journal;
 pub mod slab_summary;
 pub mod super_block;

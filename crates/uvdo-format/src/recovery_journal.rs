@@ -48,11 +48,10 @@ use crate::block::{BLOCK_SIZE, Block, ZERO_BLOCK};
 use crate::block_map_page::{ENTRIES_PER_PAGE, ENTRIES_PER_PAGE_U64, LBN_LIMIT};
 use crate::error::{FormatError, Problem};
 use crate::header::{self, BlockHeader, BlockType, Expected, HEADER_SIZE};
-use crate::le::{
-    all_zero, array, get_u8, get_u16, get_u32, get_u64, put_u8, put_u16, put_u32, put_u64,
-};
+use crate::le::{array, get_u8, get_u16, get_u32, get_u64, put_u8, put_u16, put_u32, put_u64};
 use crate::mapping::{Mapping, PACKED_MAPPING_SIZE, PBN_MAX};
 use crate::numbers::{BlockCount, Lbn, Nonce, Pbn, SequenceNumber};
+use crate::reserved::require_zero;
 
 /// Layout version of recovery journal blocks.
 pub const VERSION: u8 = 1;
@@ -452,13 +451,7 @@ impl RecoveryJournalBlock {
     }
 
     fn decode_payload(block: &Block, sequence: SequenceNumber) -> Result<Self, Problem> {
-        if !all_zero(&block[RESERVED_OFFSET..ENTRIES_OFFSET]) {
-            return Err(Problem::InvalidField {
-                field: "reserved",
-                expected: "zero",
-                found: first_nonzero(&block[RESERVED_OFFSET..ENTRIES_OFFSET]),
-            });
-        }
+        require_zero(&block[RESERVED_OFFSET..ENTRIES_OFFSET], "reserved")?;
         let count = get_u16(block, ENTRY_COUNT_OFFSET);
         if count > ENTRIES_PER_BLOCK_U16 {
             return Err(Problem::InvalidField {
@@ -468,13 +461,7 @@ impl RecoveryJournalBlock {
             });
         }
         let used_end = ENTRIES_OFFSET + usize::from(count) * ENTRY_SIZE;
-        if !all_zero(&block[used_end..]) {
-            return Err(Problem::InvalidField {
-                field: "unused entry space",
-                expected: "zero",
-                found: first_nonzero(&block[used_end..]),
-            });
-        }
+        require_zero(&block[used_end..], "unused entry space")?;
         let entries = block[ENTRIES_OFFSET..used_end]
             .chunks_exact(ENTRY_SIZE)
             .map(RecoveryJournalEntry::decode)
@@ -527,15 +514,11 @@ impl RecoveryJournalBlock {
     }
 }
 
-/// The first nonzero byte of `bytes` (0 if none), for `found` in reserved-byte errors.
-pub(crate) fn first_nonzero(bytes: &[u8]) -> u64 {
-    u64::from(bytes.iter().copied().find(|&b| b != 0).unwrap_or(0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::damage::{assert_detects_damage, reseal};
+    use crate::le::all_zero;
     use crate::mapping::COMPRESSED_SLOTS;
     use proptest::prelude::*;
 

@@ -36,6 +36,7 @@ use crate::error::{FormatError, Problem};
 use crate::header::{self, BlockHeader, BlockType, Expected, HEADER_SIZE};
 use crate::le::{get_u16, get_u32, get_u64, put_u16, put_u32, put_u64};
 use crate::numbers::{JournalPoint, Nonce, Pbn, SequenceNumber, SlabNumber};
+use crate::reserved::require_zero;
 use crate::twin::{self, Chosen, TwinSlot};
 
 /// Layout version of reference count blocks.
@@ -161,6 +162,7 @@ fn decode_generation(
         "{counts_used} counts asked of a reference count block"
     );
     let header = header::open(block, BlockType::RefCounts, VERSION, expected)?;
+    let fail = |problem| FormatError::new(BlockType::RefCounts, expected.pbn, problem);
     let invalid = |field, expected_text, found| {
         FormatError::new(
             BlockType::RefCounts,
@@ -176,10 +178,7 @@ fn decode_generation(
     if reserved_short != 0 {
         return Err(invalid("reserved", "0", u64::from(reserved_short)));
     }
-    if let Some(i) = first_nonzero(&block[RESERVED_OFFSET..COUNTS_OFFSET]) {
-        let found = block[RESERVED_OFFSET + i];
-        return Err(invalid("reserved", "0", u64::from(found)));
-    }
+    require_zero(&block[RESERVED_OFFSET..COUNTS_OFFSET], "reserved").map_err(fail)?;
     let found_slab = get_u32(block, SLAB_OFFSET);
     if found_slab != slab.0 {
         return Err(invalid("slab", "the slab read", u64::from(found_slab)));
@@ -193,10 +192,7 @@ fn decode_generation(
         ));
     }
     let counts = &block[COUNTS_OFFSET..];
-    if let Some(i) = first_nonzero(&counts[counts_used..]) {
-        let found = counts[counts_used + i];
-        return Err(invalid("count past the slab's end", "0", u64::from(found)));
-    }
+    require_zero(&counts[counts_used..], "count past the slab's end").map_err(fail)?;
     let value = RefCountBlock {
         commit_point: JournalPoint {
             sequence: SequenceNumber(get_u64(block, COMMIT_SEQUENCE_OFFSET)),
@@ -207,10 +203,6 @@ fn decode_generation(
         counts: counts[..counts_used].to_vec(),
     };
     Ok((value, header.sequence))
-}
-
-fn first_nonzero(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b != 0)
 }
 
 #[cfg(test)]

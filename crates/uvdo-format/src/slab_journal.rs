@@ -40,9 +40,10 @@
 use crate::block::{BLOCK_SIZE, Block, ZERO_BLOCK};
 use crate::error::{FormatError, Problem};
 use crate::header::{self, BlockHeader, BlockType, Expected, HEADER_SIZE};
-use crate::le::{all_zero, get_u16, get_u32, get_u64, put_u16, put_u32, put_u64};
+use crate::le::{get_u16, get_u32, get_u64, put_u16, put_u32, put_u64};
 use crate::numbers::{JournalPoint, Nonce, Pbn, SequenceNumber, SlabBlockNumber, SlabNumber};
-use crate::recovery_journal::{self, JournalRegion, first_nonzero};
+use crate::recovery_journal::{self, JournalRegion};
+use crate::reserved::require_zero;
 
 /// Layout version of slab journal blocks.
 pub const VERSION: u8 = 1;
@@ -264,13 +265,7 @@ impl SlabJournalBlock {
     }
 
     fn decode_payload(block: &Block, sequence: SequenceNumber) -> Result<Self, Problem> {
-        if !all_zero(&block[RESERVED_OFFSET..ENTRIES_OFFSET]) {
-            return Err(Problem::InvalidField {
-                field: "reserved",
-                expected: "zero",
-                found: first_nonzero(&block[RESERVED_OFFSET..ENTRIES_OFFSET]),
-            });
-        }
+        require_zero(&block[RESERVED_OFFSET..ENTRIES_OFFSET], "reserved")?;
         let count = get_u16(block, ENTRY_COUNT_OFFSET);
         if count > ENTRIES_PER_BLOCK_U16 {
             return Err(Problem::InvalidField {
@@ -280,13 +275,7 @@ impl SlabJournalBlock {
             });
         }
         let used_end = ENTRIES_OFFSET + usize::from(count) * ENTRY_SIZE;
-        if !all_zero(&block[used_end..]) {
-            return Err(Problem::InvalidField {
-                field: "unused entry space",
-                expected: "zero",
-                found: first_nonzero(&block[used_end..]),
-            });
-        }
+        require_zero(&block[used_end..], "unused entry space")?;
         let entries = block[ENTRIES_OFFSET..used_end]
             .chunks_exact(ENTRY_SIZE)
             .map(|bytes| decode_entry(get_u32(bytes, 0)))
@@ -375,6 +364,7 @@ fn decode_entry(packed: u32) -> Result<SlabJournalEntry, Problem> {
 mod tests {
     use super::*;
     use crate::damage::{assert_detects_damage, reseal};
+    use crate::le::all_zero;
     use crate::le::{put_u8, put_u16};
     use proptest::prelude::*;
 

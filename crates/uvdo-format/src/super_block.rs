@@ -461,10 +461,7 @@ fn get_bool(block: &Block, offset: usize, field: &'static str) -> Result<bool, P
 }
 
 fn check_zero(block: &Block, range: std::ops::Range<usize>) -> Result<(), Problem> {
-    match block[range].iter().find(|&&b| b != 0) {
-        None => Ok(()),
-        Some(&b) => Err(invalid("reserved bytes", "zero", u64::from(b))),
-    }
+    crate::reserved::require_zero(&block[range], "reserved bytes")
 }
 
 fn check_range(
