@@ -230,8 +230,9 @@ fn recover_and_read(store: &Arc<SimStore>, lbns: u64) -> Result<Vec<Block>, Stri
     Ok(contents)
 }
 
-/// I6: crashes the recovery of `event`'s state at every point it wrote, recovers again, and
-/// checks the volume equals the one an uninterrupted recovery gave.
+/// I6: crashes the recovery of `event`'s state at every point it wrote (the offline
+/// recovery, and the online scrub of recovering mode), recovers again, and checks the volume
+/// equals the one an uninterrupted recovery gave.
 ///
 /// # Errors
 ///
@@ -250,9 +251,41 @@ pub fn check_recovery_crashes(
     };
     let crashed = Arc::new(recorded.store.crash_at(event, plan.clone()));
     let dyn_store: Arc<dyn Storage> = crashed.clone();
-    drop(Volume::open(dyn_store, &OpenOptions::default()).map_err(|e| fail(e.to_string()))?);
+    // Offline, so that every write of the recovery happens inside `open`.
+    let offline = OpenOptions {
+        recover_offline: true,
+        ..OpenOptions::default()
+    };
+    drop(Volume::open(dyn_store, &offline).map_err(|e| fail(e.to_string()))?);
     let recovery_events = crashed.event_count();
     let mut states = 0;
+    // Crashes in the online part (recovering mode): the writes between the open and the
+    // end of scrubbing, with a paused scrubber so that they are the scrub's only.
+    let online = Arc::new(recorded.store.crash_at(event, plan.clone()));
+    let dyn_store: Arc<dyn Storage> = online.clone();
+    let paused = OpenOptions {
+        testing_scrub_paused: true,
+        ..OpenOptions::default()
+    };
+    let volume = Volume::open(dyn_store, &paused).map_err(|e| fail(e.to_string()))?;
+    let online_from = online.event_count();
+    volume.resume_scrubbing();
+    volume.wait_recovered().map_err(|e| fail(e.to_string()))?;
+    drop(volume);
+    for during in online_from..online.event_count() {
+        for second in [CrashPlan::KeepNone, CrashPlan::KeepAll] {
+            let twice = Arc::new(online.crash_at(during, second.clone()));
+            let contents = recover_and_read(&twice, lbns)
+                .map_err(|e| fail(format!("crash in the online scrub (event {during}): {e}")))?;
+            if contents != once {
+                return Err(fail(format!(
+                    "recovering after a crash during the online scrub (event {during}, \
+                     {second:?}) differs from recovering once"
+                )));
+            }
+            states += 1;
+        }
+    }
     for during in 0..recovery_events {
         for second in [CrashPlan::KeepNone, CrashPlan::KeepAll] {
             let twice = Arc::new(crashed.crash_at(during, second.clone()));

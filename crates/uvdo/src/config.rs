@@ -111,6 +111,14 @@ pub struct OpenOptions {
     /// the byte comparison (the "no false sharing" test). Never set outside tests.
     #[doc(hidden)]
     pub testing_constant_hash: bool,
+    /// After an unclean shutdown, rebuild every reference count before `open` returns (the
+    /// volume opens in normal mode), instead of in the background in recovering mode. For
+    /// tools and tests that need every recovery write to happen inside `open`.
+    pub recover_offline: bool,
+    /// Test hook: in recovering mode, the background scrubber waits for
+    /// `Volume::resume_scrubbing` (writers and committers still scrub what they must).
+    #[doc(hidden)]
+    pub testing_scrub_paused: bool,
 }
 
 /// The policy in force once `auto` is resolved.

@@ -73,6 +73,7 @@ fn assert_reads(volume: &Volume, expected: &BTreeMap<u64, Data>, when: &str) {
 /// Opens the rebuilt volume and checks M3: normal, audit clean, data intact, writable.
 fn assert_rebuilt(store: &Arc<dyn Storage>, expected: &BTreeMap<u64, Data>, when: &str) {
     let volume = open(store);
+    volume.wait_recovered().expect("recovered");
     assert_eq!(volume.operating_mode(), OperatingMode::Normal, "{when}");
     assert_audit_clean(&volume, when);
     assert_reads(&volume, expected, when);
@@ -341,6 +342,7 @@ fn normal_recovery_after_a_rebuild_ignores_the_old_slab_journals() {
         drop(volume);
         let volume = open(&crashed);
         let when = format!("recovery after a rebuild, seed {seed}");
+        volume.wait_recovered().expect("recovered");
         assert_eq!(volume.operating_mode(), OperatingMode::Normal, "{when}");
         assert!(volume.last_recovery().is_some(), "{when}");
         assert_audit_clean(&volume, &when);

@@ -9,6 +9,9 @@
 //! cursor first, so tree pages sit near the data that caused them, then the other slabs, most
 //! free first. Tree pages are rare (one per 812 leaf entries), so the search may scan a slab.
 //!
+//! Unrecovered slabs (not yet scrubbed after a crash) are never chosen: their counts are not
+//! known yet.
+//!
 //! The allocator only finds blocks; the depot reserves them. It never returns a block whose
 //! live count is not 0, so a block freed by a decrement is reused only once the decrement is
 //! journaled (`record` is what lowers the count).
@@ -29,8 +32,8 @@ fn emptiest(slabs: &[Slab]) -> Option<usize> {
     let (index, slab) = slabs
         .iter()
         .enumerate()
-        .max_by_key(|(index, slab)| (slab.counts.free(), Reverse(*index)))?;
-    (slab.counts.free() > 0).then_some(index)
+        .max_by_key(|(index, slab)| (slab.allocatable_free(), Reverse(*index)))?;
+    (slab.allocatable_free() > 0).then_some(index)
 }
 
 /// The first free block at or after `from`, wrapping around.
@@ -68,7 +71,7 @@ impl Allocator {
 
     /// The slab index and block of the next free data block, or `None` when no block is free.
     pub(super) fn next_data(&mut self, slabs: &[Slab]) -> Option<(usize, u32)> {
-        if slabs[self.current].counts.free() == 0 {
+        if slabs[self.current].allocatable_free() == 0 {
             self.current = emptiest(slabs)?;
             self.cursor = 0;
         }
@@ -80,15 +83,18 @@ impl Allocator {
 
     /// The slab index and even base block of a free aligned pair, or `None` when none is.
     pub(super) fn next_pair(&mut self, slabs: &[Slab]) -> Option<(usize, u32)> {
-        let current = slabs[self.current].counts.live_counts();
-        if let Some(base) = pair_from(current, self.cursor) {
+        let current = &slabs[self.current];
+        let current_pair = (current.unrecovered.is_none())
+            .then(|| pair_from(current.counts.live_counts(), self.cursor))
+            .flatten();
+        if let Some(base) = current_pair {
             if base == self.cursor {
                 self.cursor += 2;
             }
             return Some((self.current, base));
         }
         let mut others: Vec<usize> = (0..slabs.len())
-            .filter(|&i| i != self.current && slabs[i].counts.free() >= 2)
+            .filter(|&i| i != self.current && slabs[i].allocatable_free() >= 2)
             .collect();
         others.sort_by_key(|&i| (Reverse(slabs[i].counts.free()), i));
         others.into_iter().find_map(|i| {

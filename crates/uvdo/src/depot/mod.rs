@@ -33,19 +33,26 @@
 //! within that block) of the slab's newest recorded entry: the counts include that entry and
 //! every one before it, as FORMAT.md's replay rule ("skips every entry at or before it") needs.
 //!
-//! # Recovery (`open_dirty`, `scrub.rs`)
+//! # Recovery (`open_recovering`, `open_dirty`, `scrub.rs`)
 //!
-//! After a crash, `open_dirty(store, layout, nonce, replay)` with every durable recovery journal
-//! entry from the journal head on scrubs every slab not clean in the summary and every slab
-//! `replay` touches; it leaves exact counts in memory and every scrubbed slab dirty. The engine
-//! then writes the recovered state, in this order:
+//! After a crash, `open_recovering(store, layout, nonce, replay)` with every durable recovery
+//! journal entry from the journal head on finds the durable journal chain of every slab not
+//! clean in the summary and of every slab `replay` touches, and re-appends the replayed
+//! entries missing from it; those slabs are *unrecovered*. The engine then writes, in order:
 //!
 //! 1. `take_summary_writes(false)`, write, flush, `summary_durable()` (the dirty marks);
-//! 2. `take_slab_journal_writes(true)`, write, flush (the re-appended entries);
-//! 3. `take_ref_count_writes(true)`, write, flush, `ref_counts_durable()`;
-//! 4. `take_summary_writes(true)`, write, flush: every slab clean.
+//! 2. `take_slab_journal_writes(true)`, write, flush (the re-appended entries): from here on
+//!    the recovery journal is not needed for the depot.
 //!
-//! A crash anywhere in it and `open_dirty` again with the same `replay` gives the same counts.
+//! An unrecovered slab takes no allocation and no sharing; `record` journals its changes
+//! (only decrements reach it) without touching its counts; its reference count blocks are
+//! not written, so its journal head stays and its durable chain stays readable. Scrubbing it
+//! (`scrub_plan`, `read_for_scrub` without the engine's lock, `finish_scrub`) applies the
+//! chain and every entry appended since to the counts read at open, after their commit
+//! points; the slab is then recovered, with dirty counts written as any slab's are. A slab
+//! whose journal comes under pressure must be scrubbed first (`needs_urgent_scrub`).
+//! `open_dirty` is `open_recovering` with every slab scrubbed before it returns. A crash
+//! anywhere, and `open_recovering` again, gives the same counts.
 //!
 //! # Invariants
 //!
@@ -63,7 +70,7 @@
 mod allocator;
 pub(crate) mod rebuild;
 mod ref_counts;
-mod scrub;
+pub(crate) mod scrub;
 mod slab;
 mod slab_journal;
 mod summary;
@@ -109,6 +116,9 @@ pub(crate) struct DepotStats {
     pub(crate) free_blocks: u64,
     /// Slabs in the depot.
     pub(crate) slab_count: u32,
+    /// Slabs not yet scrubbed after a crash: the three counts above are then estimates (the
+    /// counts on disk of those slabs).
+    pub(crate) unrecovered_slabs: u32,
     /// Slab journal entries recorded since open.
     pub(crate) slab_journal_entries: u64,
     /// Slab journal blocks handed out for writing since open.
@@ -233,9 +243,16 @@ impl SlabDepot {
     }
 
     /// Adds a reference to a data block for dedupe if it has room.
+    /// No sharing in an unrecovered slab: its counts are not known yet.
     pub(crate) fn try_share(&mut self, pbn: Pbn) -> Share {
         match self.layout.slab_of(pbn) {
-            Some((slab, block)) => self.slabs[slab.0 as usize].counts.try_share(block.0),
+            Some((slab, block)) => {
+                let slab = &mut self.slabs[slab.0 as usize];
+                if slab.unrecovered.is_some() {
+                    return Share::NotData;
+                }
+                slab.counts.try_share(block.0)
+            }
             None => Share::NotData,
         }
     }
@@ -312,9 +329,16 @@ impl SlabDepot {
             });
             let pbn = self.pbn_of(change.slab, change.block);
             let slab = &self.slabs[change.slab];
-            slab.counts
-                .check(change.block, change.operation, incremented_before)
-                .map_err(|what| (pbn, what.to_owned()))?;
+            if slab.unrecovered.is_none() {
+                slab.counts
+                    .check(change.block, change.operation, incremented_before)
+                    .map_err(|what| (pbn, what.to_owned()))?;
+            } else if change.operation != SlabOperation::DataDecrement {
+                // Nothing allocates or shares in an unrecovered slab: only decrements of old
+                // mappings reach it. Its decrements are checked when it is scrubbed.
+                let what = format!("an increment in slab {}, not yet recovered", slab.number);
+                return Err((pbn, what));
+            }
             let in_slab = changes.iter().flatten().filter(|c| c.slab == change.slab);
             if !slab.journal.has_room_for(in_slab.count()) {
                 let what = format!(
@@ -333,6 +357,14 @@ impl SlabDepot {
     /// engine checks after every record batch; `slab_journal.rs` gives the bounds).
     pub(crate) fn needs_ref_count_writes(&self) -> bool {
         self.slabs.iter().any(|s| s.journal.under_pressure())
+    }
+
+    /// An unrecovered slab's journal is under pressure: scrub it before writing reference
+    /// counts, or its journal cannot make room.
+    pub(crate) fn needs_urgent_scrub(&self) -> bool {
+        self.slabs
+            .iter()
+            .any(|s| s.unrecovered.is_some() && s.journal.under_pressure())
     }
 
     /// Full slab journal blocks not yet written, and with `close_partial` the partly filled
@@ -386,15 +418,17 @@ impl SlabDepot {
     }
 
     /// Summary blocks whose entries changed since last taken (all of them with `clean`). With
-    /// `clean`, every slab is marked clean first: only at close, after every slab journal and
-    /// reference count block is durable. Call `summary_durable` once they are durable.
+    /// `clean`, every recovered slab is marked clean first: only at close, after every slab
+    /// journal and reference count block is durable. Unrecovered slabs stay dirty: the next
+    /// open scrubs them from their journals (written in full at close). Call
+    /// `summary_durable` once they are durable.
     ///
     /// # Panics
     ///
-    /// With `clean`, if a slab still has changes not durable: an engine bug.
+    /// With `clean`, if a recovered slab still has changes not durable: an engine bug.
     pub(crate) fn take_summary_writes(&mut self, clean: bool) -> Vec<(Pbn, Block)> {
         if clean {
-            for slab in &mut self.slabs {
+            for slab in self.slabs.iter_mut().filter(|s| s.unrecovered.is_none()) {
                 slab.mark_clean();
             }
         }
@@ -418,6 +452,7 @@ impl SlabDepot {
             block_map_blocks: sum(|s| s.counts.block_map()),
             free_blocks: sum(|s| s.counts.free()),
             slab_count: self.layout.slab_count(),
+            unrecovered_slabs: u32::try_from(self.unrecovered_count()).expect("slabs fit in u32"),
             slab_journal_entries: self.slab_journal_entries,
             slab_journal_blocks_written: self.slab_journal_blocks_written,
             ref_count_blocks_written: self.ref_count_blocks_written,
@@ -425,7 +460,8 @@ impl SlabDepot {
         }
     }
 
-    /// Calls `f` with the live count of every slab data block, in PBN order.
+    /// Calls `f` with the live count of every slab data block, in PBN order (for unrecovered
+    /// slabs, the counts on disk: call it once every slab is recovered).
     pub(crate) fn for_each_count(&self, f: &mut dyn FnMut(Pbn, u8)) {
         for slab in &self.slabs {
             let start = self.layout.data_pbn(slab.number, SlabBlockNumber(0));

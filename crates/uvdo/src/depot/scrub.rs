@@ -1,10 +1,15 @@
-//! Slab scrubbing at open after a crash: exact counts from reference count blocks, the slab
+//! Slab scrubbing after a crash: exact counts from reference count blocks, the slab
 //! journal's durable chain and the recovery journal entries replayed.
 //!
 //! Which slabs: every slab the durable summary does not call clean, and every slab `replay`
 //! touches (possible only if a summary write was lost). A clean slab has no journal or
 //! reference count write since its clean mark, because the depot hands none out before a
 //! durable dirty mark; it is opened as `open` does.
+//!
+//! Offline (`open_recovering`, at open) steps 1, 2 and 4 run: the chain is found and the
+//! missing entries re-appended; the slab is left unrecovered. Online (`scrub_plan`,
+//! `read_for_scrub`, `finish_scrub`) step 3 runs over the chain found at open, then the
+//! entries appended since (step 4's and those recorded while unrecovered) are applied.
 //!
 //! For one slab:
 //!
@@ -16,12 +21,13 @@
 //!    not part of the log. The chain runs from the newest valid block's head to it; a missing
 //!    sequence at or before the newest commit point is covered by the counts (a reaped block
 //!    a torn newer lap overwrote) and skipped; the first other missing sequence is the tail.
-//! 3. Chain entries after the commit point of their reference count block are applied.
+//! 3. Chain entries after the commit point of their reference count block are applied (online;
+//!    the head is the first chain block holding one).
 //! 4. `replay` entries of the slab after the recovery point of block `tail - 1` (and, for the
 //!    entry at that point, the changes after the block's last entry: one entry's two changes
 //!    may straddle a block boundary) are appended to the journal in memory from `tail` on,
 //!    packing full blocks exactly as `record` did, so they get their original slab journal
-//!    points; each is applied if its point is after its block's commit point.
+//!    points; each is applied (online) if its point is after its block's commit point.
 //!
 //! Idempotence: the journal head stays at the first chain block with an applied entry, so the
 //! chain survives until the recovered counts are durable; appended blocks, once written, join
@@ -52,7 +58,7 @@ use uvdo_io::Storage;
 
 use super::allocator::Allocator;
 use super::ref_counts::RefCounts;
-use super::slab::{DirtyMark, Slab, data_blocks, journal_region};
+use super::slab::{DirtyMark, Slab, Unrecovered, data_blocks, journal_region};
 use super::slab_journal::{FIRST_SEQUENCE, SlabJournal};
 use super::summary::Summary;
 use super::twin::{TwinWriter, read_pair};
@@ -122,22 +128,38 @@ struct Chain {
 }
 
 impl SlabDepot {
-    /// Opens the depot of a volume that was not closed cleanly, scrubbing every slab that may
-    /// have changed (see `scrub.rs`). `replay` is every durable recovery journal entry from
-    /// the journal head on, in journal order. The caller then writes the recovered state as
-    /// the module doc's "Recovery" section says.
+    /// Opens the depot of a volume that was not closed cleanly and scrubs every slab that may
+    /// have changed before returning: `open_recovering`, then every slab scrubbed. Used by a
+    /// read-only open and by `recover_offline`.
+    ///
+    /// # Errors
+    ///
+    /// As `open_recovering` and `scrub_slab`.
+    pub(crate) fn open_dirty(
+        store: &dyn Storage,
+        layout: Layout,
+        nonce: Nonce,
+        replay: &[(JournalPoint, RecoveryJournalEntry)],
+    ) -> Result<Self, VolumeError> {
+        let mut depot = Self::open_recovering(store, layout, nonce, replay)?;
+        depot.scrub_all(store)?;
+        Ok(depot)
+    }
+
+    /// The offline part of recovery: opens the depot of a volume that was not closed cleanly
+    /// (see `scrub.rs`). Slabs clean in the summary and untouched by `replay` open as `open`
+    /// opens them. Every other slab is *unrecovered*: its durable journal chain is found and
+    /// the replayed entries missing from it are re-appended in memory, but its reference
+    /// counts are not rebuilt until `scrub_slab`. `replay` is every durable recovery journal
+    /// entry from the journal head on, in journal order (empty when resuming a recovery a
+    /// clean close interrupted). The caller writes the dirty marks and the slab journal
+    /// blocks before the recovery journal may be reused.
     ///
     /// # Errors
     ///
     /// `Corrupt` when a summary, reference count or journal state fails its checks;
-    /// `Invariant` when a replayed entry is invalid or out of order, or a count would leave
-    /// its range; `Io` when a read fails.
-    // `allow`, not `expect`: volume/recover.rs, being written alongside, calls it once wired in.
-    #[cfg_attr(
-        not(test),
-        allow(dead_code, reason = "the engine's recovery at open calls it")
-    )]
-    pub(crate) fn open_dirty(
+    /// `Invariant` when a replayed entry is invalid or out of order; `Io` when a read fails.
+    pub(crate) fn open_recovering(
         store: &dyn Storage,
         layout: Layout,
         nonce: Nonce,
@@ -160,7 +182,7 @@ impl SlabDepot {
                     Err(e) => return Err(e),
                 }
             }
-            slabs.push(scrub(store, &layout, nonce, number, entry, replayed)?);
+            slabs.push(prepare(store, &layout, nonce, number, entry, replayed)?);
         }
         Ok(Self {
             layout,
@@ -175,6 +197,177 @@ impl SlabDepot {
             summary_blocks_written: 0,
         })
     }
+
+    /// Slabs whose reference counts are not rebuilt yet.
+    pub(crate) fn unrecovered_count(&self) -> usize {
+        self.slabs
+            .iter()
+            .filter(|s| s.unrecovered.is_some())
+            .count()
+    }
+
+    /// The unrecovered slab to scrub next: one whose journal is under pressure first (it
+    /// cannot take entries much longer), then the one with the most free blocks by its counts
+    /// on disk (an estimate), so allocation gets room soonest. With `urgent_only`, only a
+    /// slab that must be scrubbed before the volume can go on: under pressure, or any when no
+    /// recovered slab has a free block.
+    pub(crate) fn next_to_scrub(&self, urgent_only: bool) -> Option<usize> {
+        let unrecovered = || {
+            self.slabs
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.unrecovered.is_some())
+        };
+        if let Some((i, _)) = unrecovered().find(|(_, s)| s.journal.under_pressure()) {
+            return Some(i);
+        }
+        let room = self
+            .slabs
+            .iter()
+            .any(|s| s.unrecovered.is_none() && s.counts.free() > 0);
+        if urgent_only && room {
+            return None;
+        }
+        unrecovered()
+            .max_by_key(|(i, s)| (s.counts.free(), std::cmp::Reverse(*i)))
+            .map(|(i, _)| i)
+    }
+
+    /// What scrubbing slab `slab` reads, for `read_for_scrub` (without the metadata lock).
+    ///
+    /// # Panics
+    ///
+    /// If the slab is recovered.
+    pub(crate) fn scrub_plan(&self, slab: usize) -> ScrubPlan {
+        let u = self.slabs[slab]
+            .unrecovered
+            .as_ref()
+            .expect("a plan for an unrecovered slab");
+        ScrubPlan {
+            slab,
+            nonce: self.nonce,
+            region: journal_region(&self.layout, self.slabs[slab].number),
+            from: u.from,
+            to: u.to,
+            covered: u.covered,
+        }
+    }
+
+    /// Finishes scrubbing `slab` with the chain blocks `read_for_scrub` read: applies them
+    /// and every entry appended since open to the counts read at open, after the commit
+    /// points, and makes the slab recovered (allocation and dedupe may use it). Its counts
+    /// are dirty; they reach the disk as any slab's do.
+    ///
+    /// # Errors
+    ///
+    /// `Invariant` when a count would leave its range (and the slab stays unrecovered).
+    pub(crate) fn finish_scrub(
+        &mut self,
+        slab: usize,
+        blocks: &[SlabJournalBlock],
+    ) -> Result<(), VolumeError> {
+        let s = &mut self.slabs[slab];
+        let number = s.number;
+        let u = s.unrecovered.as_ref().expect("an unrecovered slab");
+        let mut disk = DiskCounts {
+            live: s.counts.live_counts().to_vec(),
+            commits: u.commits.clone(),
+            writers: u.writers.clone(),
+            on_disk: u.on_disk,
+        };
+        let mut commit_point = disk.newest_commit();
+        for block in blocks {
+            for (index, &change) in (0_u16..).zip(&block.entries) {
+                let point = JournalPoint {
+                    sequence: block.sequence,
+                    entry: index,
+                };
+                disk.apply(number, change, point)?;
+                commit_point = commit_point.max(point);
+            }
+        }
+        for &(at, change) in &u.appended {
+            disk.apply(number, change, at)?;
+            commit_point = commit_point.max(at);
+        }
+        let counts = RefCounts::recovered(number, disk.live, disk.writers, disk.on_disk);
+        s.finish_scrub(counts, commit_point);
+        Ok(())
+    }
+
+    /// Scrubs `slab` now, reading through `store`: `scrub_plan`, `read_for_scrub`,
+    /// `finish_scrub` in one call, for callers that may hold the depot across the reads.
+    ///
+    /// # Errors
+    ///
+    /// As `read_for_scrub` and `finish_scrub`.
+    pub(crate) fn scrub_slab(
+        &mut self,
+        store: &dyn Storage,
+        slab: usize,
+    ) -> Result<(), VolumeError> {
+        let blocks = read_for_scrub(store, &self.scrub_plan(slab))?;
+        self.finish_scrub(slab, &blocks)
+    }
+
+    /// Scrubs every unrecovered slab.
+    ///
+    /// # Errors
+    ///
+    /// As `scrub_slab`.
+    pub(crate) fn scrub_all(&mut self, store: &dyn Storage) -> Result<(), VolumeError> {
+        while let Some(slab) = self.next_to_scrub(false) {
+            self.scrub_slab(store, slab)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the online part of scrubbing one slab reads: the slab journal blocks `from..to`,
+/// durable since open and never overwritten while the slab is unrecovered (its journal head
+/// cannot move before its counts are rebuilt and written).
+#[derive(Clone, Debug)]
+pub(crate) struct ScrubPlan {
+    pub(crate) slab: usize,
+    nonce: Nonce,
+    region: SlabJournalRegion,
+    from: SequenceNumber,
+    to: SequenceNumber,
+    covered: SequenceNumber,
+}
+
+/// Reads the chain blocks of `plan`. A block that does not decode as its sequence is
+/// skipped when the counts cover it (as at open); otherwise it is `Corrupt`: the chain found
+/// at open is gone.
+///
+/// # Errors
+///
+/// `Corrupt` as above; `Io` when a read fails.
+pub(crate) fn read_for_scrub(
+    store: &dyn Storage,
+    plan: &ScrubPlan,
+) -> Result<Vec<SlabJournalBlock>, VolumeError> {
+    let region = &plan.region;
+    let mut out = Vec::new();
+    let mut sequence = plan.from;
+    while sequence < plan.to {
+        let pbn = region.log().pbn_of(sequence);
+        let mut block: Block = [0; BLOCK_SIZE];
+        store.read_at(pbn.byte_offset(), &mut block)?;
+        let decoded = SlabJournalBlock::decode(&block, Expected::new(plan.nonce, pbn), region)
+            .ok()
+            .filter(|b| b.sequence == sequence);
+        match decoded {
+            Some(b) => out.push(b),
+            None if sequence <= plan.covered => {}
+            None => {
+                let expected = "the chain block found at open, while scrubbing";
+                return Err(corrupt_journal(region, expected, sequence.0));
+            }
+        }
+        sequence = sequence.next();
+    }
+    Ok(out)
 }
 
 /// Splits `replay` into each slab's changes, checking order and validity.
@@ -214,8 +407,10 @@ fn replayed_by_slab(
     Ok(out)
 }
 
-/// Scrubs one slab (see the module doc).
-fn scrub(
+/// The offline part of scrubbing one slab (see the module doc): reads its counts and its
+/// journal's durable chain, re-appends the replayed entries missing from the chain, and
+/// returns it unrecovered, holding its counts as read (an estimate) until `finish_scrub`.
+fn prepare(
     store: &dyn Storage,
     layout: &Layout,
     nonce: Nonce,
@@ -223,19 +418,21 @@ fn scrub(
     entry: &SummaryEntry,
     replayed: &[Replayed],
 ) -> Result<Slab, VolumeError> {
-    let mut disk = read_counts(store, layout, nonce, number, entry.ref_counts_written)?;
+    let disk = read_counts(store, layout, nonce, number, entry.ref_counts_written)?;
     let region = journal_region(layout, number);
     let newest_commit = disk.newest_commit();
     let chain = find_chain(store, nonce, &region, newest_commit.sequence)?;
-    let mut head = None;
     let mut commit_point = newest_commit;
+    // The head is the first chain block with an entry the counts lack: the chain survives
+    // until the rebuilt counts are durable.
+    let mut head = None;
     for block in &chain.blocks {
-        for (index, &change) in (0_u16..).zip(&block.entries) {
+        for (index, change) in (0_u16..).zip(&block.entries) {
             let point = JournalPoint {
                 sequence: block.sequence,
                 entry: index,
             };
-            if disk.apply(number, change, point)? {
+            if point > disk.commits[change.block.0 as usize / COUNTS_PER_BLOCK] {
                 head.get_or_insert(block.sequence);
             }
             commit_point = commit_point.max(point);
@@ -255,9 +452,10 @@ fn scrub(
         return Err(VolumeError::invariant(None, None, what));
     }
     let mut journal = SlabJournal::recovered(region, head, chain.tail);
+    let mut appended = Vec::with_capacity(pending.len());
     for (point, change) in pending {
         let at = journal.append(change, point);
-        disk.apply(number, change, at)?;
+        appended.push((at, change));
         commit_point = commit_point.max(at);
     }
     if newest_commit.sequence.0 >= journal.tail() {
@@ -265,13 +463,24 @@ fn scrub(
         let expected = "a commit point within the slab journal and the replayed entries";
         return Err(corrupt_counts(layout, number, expected, found));
     }
+    let unrecovered = Unrecovered {
+        commits: disk.commits,
+        writers: disk.writers.clone(),
+        on_disk: disk.on_disk,
+        from: head,
+        to: chain.tail,
+        covered: newest_commit.sequence,
+        appended,
+    };
     let counts = RefCounts::recovered(number, disk.live, disk.writers, disk.on_disk);
     let mark = if entry.clean {
         DirtyMark::None
     } else {
         DirtyMark::Durable
     };
-    Ok(Slab::recovered(number, counts, journal, commit_point, mark))
+    let mut slab = Slab::recovered(number, counts, journal, commit_point, mark);
+    slab.unrecovered = Some(Box::new(unrecovered));
+    Ok(slab)
 }
 
 /// The changes of `replayed` not in the durable chain ending with `last`, with their

@@ -20,7 +20,7 @@ use uvdo_io::Storage;
 use super::ref_counts::RefCounts;
 use super::slab_journal::{FIRST_SEQUENCE, SlabJournal};
 use super::summary::corrupt;
-use super::twin::read_pair;
+use super::twin::{TwinWriter, read_pair};
 use crate::error::VolumeError;
 
 /// Where the summary's mark of a slab as dirty is, for a slab that is not clean.
@@ -34,6 +34,26 @@ pub(super) enum DirtyMark {
     Durable,
 }
 
+/// What an unrecovered slab keeps until it is scrubbed (`scrub.rs`). Its `counts` meanwhile
+/// hold the counts as read from disk: an estimate, used only for statistics.
+#[derive(Debug)]
+pub(super) struct Unrecovered {
+    /// Per reference count block: the slab journal point its counts on disk include.
+    pub(super) commits: Vec<JournalPoint>,
+    /// Per reference count block: where its next write goes.
+    pub(super) writers: Vec<TwinWriter>,
+    /// Every reference count block had a valid copy.
+    pub(super) on_disk: bool,
+    /// The durable chain found at open: sequences `from..to`.
+    pub(super) from: SequenceNumber,
+    pub(super) to: SequenceNumber,
+    /// The newest commit point's sequence: missing chain blocks up to it hold nothing new.
+    pub(super) covered: SequenceNumber,
+    /// Every entry appended since the chain (re-appended at open, recorded since), with its
+    /// slab journal point, in order.
+    pub(super) appended: Vec<(JournalPoint, SlabJournalEntry)>,
+}
+
 /// One slab of the depot.
 #[derive(Debug)]
 pub(super) struct Slab {
@@ -43,6 +63,9 @@ pub(super) struct Slab {
     commit_point: JournalPoint,
     clean: bool,
     dirty_mark: DirtyMark,
+    /// `Some` until the slab is scrubbed: no allocation, dedupe or count change in it, and
+    /// its reference count blocks are not written.
+    pub(super) unrecovered: Option<Box<Unrecovered>>,
 }
 
 /// Data blocks of each slab of `layout`, as a slab block number bound.
@@ -103,6 +126,7 @@ impl Slab {
             commit_point,
             clean: true,
             dirty_mark: DirtyMark::None,
+            unrecovered: None,
         })
     }
 
@@ -121,6 +145,28 @@ impl Slab {
             commit_point,
             clean: false,
             dirty_mark,
+            unrecovered: None,
+        }
+    }
+
+    /// Scrubbing is done: `counts` are exact, including every entry up to `commit_point`.
+    pub(super) fn finish_scrub(&mut self, counts: RefCounts, commit_point: JournalPoint) {
+        assert!(
+            self.unrecovered.is_some(),
+            "slab {} scrubbed twice",
+            self.number
+        );
+        self.counts = counts;
+        self.commit_point = self.commit_point.max(commit_point);
+        self.unrecovered = None;
+    }
+
+    /// Free blocks allocation may use: none until the slab is recovered.
+    pub(super) fn allocatable_free(&self) -> u32 {
+        if self.unrecovered.is_some() {
+            0
+        } else {
+            self.counts.free()
         }
     }
 
@@ -149,20 +195,26 @@ impl Slab {
     }
 
     /// Checks and applies one journaled change: the count and a journal entry together.
+    /// An unrecovered slab journals the change and leaves its counts alone: scrubbing applies
+    /// it from the journal.
     pub(super) fn apply(&mut self, block: u32, operation: SlabOperation, point: JournalPoint) {
-        self.counts.apply(block, operation);
         let entry = SlabJournalEntry {
             block: uvdo_format::SlabBlockNumber(block),
             operation,
         };
-        self.commit_point = self.journal.append(entry, point);
+        let at = self.journal.append(entry, point);
+        match &mut self.unrecovered {
+            Some(u) => u.appended.push((at, entry)),
+            None => self.counts.apply(block, operation),
+        }
+        self.commit_point = at;
         self.clean = false;
     }
 
     /// Whether `take_ref_count_writes` should write this slab: under pressure, or with
     /// `all_dirty` whenever counts are dirty or journal blocks wait for their head to pass.
     pub(super) fn wants_ref_count_writes(&self, all_dirty: bool) -> bool {
-        if !self.may_write() {
+        if !self.may_write() || self.unrecovered.is_some() {
             return false;
         }
         let unreaped = self.journal.head() < self.journal.next_write();

@@ -57,16 +57,27 @@ impl AuditReport {
 
 impl Volume {
     /// Commits everything, then recounts every reference from the block map and compares
-    /// with the reference counts. Writes wait while it runs.
+    /// with the reference counts. Writes wait while it runs. In recovering mode it first
+    /// waits for every slab to be recovered (`wait_recovered`): the counts it compares are
+    /// not known before.
     ///
     /// # Errors
     ///
-    /// A store error or corrupt metadata met while walking the block map.
+    /// A store error or corrupt metadata met while walking the block map; `InvalidArgument`
+    /// when recovery stopped (read-only mode) with slabs not recovered.
     pub fn audit(&self) -> Result<AuditReport, VolumeError> {
+        // A read-only volume is audited as it stands.
+        let _ = self.wait_recovered();
         let _commit = self.commit.lock();
         let _barrier = self.barrier.write();
         self.commit_locked()?;
         let mut meta = self.meta.lock();
+        let unrecovered = meta.depot.unrecovered_count();
+        if unrecovered > 0 {
+            return Err(VolumeError::invalid(format!(
+                "cannot audit: recovery stopped with {unrecovered} slabs not recovered"
+            )));
+        }
         let store = &*self.store;
         let layout = self.layout;
         let mut report = AuditReport {

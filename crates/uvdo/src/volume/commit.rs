@@ -17,7 +17,9 @@
 //! then write every dirty block map page and every slab journal tail, flush, write reference
 //! counts where slab journals need room (all of them at close), flush, write the slab
 //! summary, flush, and only then move the journal head: everything the old journal blocks
-//! protected is now on disk.
+//! protected is now on disk. In recovering mode, unrecovered slabs' counts are not written
+//! (their journals are, and keep their heads); one whose journal comes under pressure is
+//! scrubbed first.
 
 use uvdo_format::{Block, BlockType, JournalPoint, Pbn, SequenceNumber};
 
@@ -109,7 +111,14 @@ impl Volume {
 
     /// Writes reference counts (of slabs whose journals need room, or all dirty ones), after
     /// making the slab journal entries they include durable; then slab journal heads move.
+    /// An unrecovered slab whose journal is under pressure is scrubbed first (recovering
+    /// mode): only then can its counts be written and its journal head move.
     fn write_ref_counts_locked(&self, all_dirty: bool) -> Result<(), VolumeError> {
+        while self.meta.lock().depot.needs_urgent_scrub() {
+            if !self.scrub_now(true)? {
+                break;
+            }
+        }
         self.write_dirty_marks_locked()?;
         let slab_journal = self.meta.lock().depot.take_slab_journal_writes(true);
         self.write_metadata(&slab_journal, BlockType::SlabJournal)?;

@@ -15,6 +15,7 @@ use uvdo_index::{DedupeIndex, IndexConfig, IndexRegion};
 use uvdo_io::Storage;
 
 use super::locks::Locks;
+use super::scrubber::Scrubber;
 use super::stats::Counters;
 use super::{Meta, ModeState, Volume};
 use crate::block_map::BlockMap;
@@ -138,8 +139,11 @@ impl Volume {
         })
     }
 
-    /// Opens the volume on `store`. After an unclean shutdown the volume is recovered first
-    /// (volume/recover.rs). A volume whose super block says read-only opens read-only and
+    /// Opens the volume on `store`. After an unclean shutdown the recovery journal is
+    /// replayed first (volume/recover.rs); the volume then opens in recovering mode while the
+    /// reference counts of the slabs the crash may have changed are rebuilt in the background
+    /// (volume/scrubber.rs; `OpenOptions::recover_offline` rebuilds them before returning).
+    /// A volume whose super block says read-only opens read-only and
     /// writes nothing. Metadata found damaged while opening or recovering (with the geometry
     /// and super block readable) puts the volume in read-only mode, persisted, and it opens
     /// read-only: reads through damaged block map pages fail with EIO, the rest work. A
@@ -188,7 +192,19 @@ impl Volume {
                 super::load_read_only(&*store, &geometry, layout, &super_block, cache_pages)?;
             (block_map, depot, journal, None)
         } else if super_block.state == VolumeState::Clean {
-            let depot = SlabDepot::open(&*store, layout, nonce)?;
+            let depot = if super_block.mode == OperatingMode::Recovering {
+                // Closed cleanly while recovering: the slabs still dirty in the summary are
+                // unrecovered; their journals hold every change, so nothing is replayed.
+                let mut depot = SlabDepot::open_recovering(&*store, layout, nonce, &[])?;
+                if options.recover_offline {
+                    depot.scrub_all(&*store)?;
+                } else {
+                    super::recover::scrub_urgent(&*store, &mut depot)?;
+                }
+                depot
+            } else {
+                SlabDepot::open(&*store, layout, nonce)?
+            };
             let block_map = BlockMap::new(layout, nonce, cache_pages);
             let region = JournalRegion {
                 start: layout.journal_start(),
@@ -206,7 +222,14 @@ impl Volume {
             );
             (block_map, depot, journal, None)
         } else {
-            let r = super::recover::recover(&*store, &geometry, layout, &super_block, cache_pages)?;
+            let r = super::recover::recover(
+                &*store,
+                &geometry,
+                layout,
+                &super_block,
+                cache_pages,
+                options.recover_offline,
+            )?;
             (
                 r.block_map,
                 r.depot,
@@ -221,13 +244,36 @@ impl Volume {
                 .volatile_write_cache
                 .or_else(|| store.volatile_write_cache()),
         );
+        let read_only = super_block.mode == OperatingMode::ReadOnly;
+        let logical_blocks = super_block.logical_blocks.0;
+        let deduplication = super_block.deduplication_enabled;
+        let recovering = !read_only && depot.unrecovered_count() > 0;
         let mode = ModeState {
-            mode: super_block.mode,
+            mode: match super_block.mode {
+                OperatingMode::ReadOnly => OperatingMode::ReadOnly,
+                _ if recovering => OperatingMode::Recovering,
+                _ => OperatingMode::Normal,
+            },
             reason: super_block.read_only_reason.clone(),
         };
+        let meta = Arc::new(Mutex::new(Meta {
+            block_map,
+            depot,
+            journal,
+            writing: HashSet::new(),
+        }));
+        let mode = Arc::new(RwLock::new(mode));
+        let super_block = Arc::new(Mutex::new(super_block));
+        let scrubber = Arc::new(Scrubber::new(
+            Arc::clone(&store),
+            Arc::clone(&meta),
+            Arc::clone(&mode),
+            Arc::clone(&super_block),
+            options.testing_scrub_paused,
+        ));
         let volume = Self {
-            logical_blocks: super_block.logical_blocks.0,
-            deduplication: super_block.deduplication_enabled,
+            logical_blocks,
+            deduplication,
             namer: Namer::new(geometry.hash_secret, options.testing_constant_hash),
             store,
             geometry,
@@ -237,28 +283,32 @@ impl Volume {
             locks: Locks::new(),
             commit: Mutex::new(()),
             barrier: RwLock::new(()),
-            meta: Mutex::new(Meta {
-                block_map,
-                depot,
-                journal,
-                writing: HashSet::new(),
-            }),
-            mode: RwLock::new(mode),
-            super_block: Mutex::new(super_block),
+            meta,
+            mode,
+            super_block,
             last_recovery: recovered.as_ref().map(|(_, report)| *report),
             counters: Counters::default(),
+            scrubber,
+            scrub_thread: Mutex::new(None),
         };
-        if volume.operating_mode() != OperatingMode::ReadOnly {
+        if !read_only {
             // After recovery this is step 5: the next epoch and the new journal head become
-            // durable only now, after everything recovery wrote was flushed.
+            // durable only now, after everything recovery wrote was flushed. `Recovering`
+            // (state and mode) while slabs are unrecovered: `scrubber.rs` makes it `Dirty`
+            // and normal when the last one is recovered.
             volume.write_super_block(|sb| {
                 if let Some((recovered, _)) = &recovered {
                     sb.journal = recovered.journal;
                     sb.complete_recoveries = recovered.complete_recoveries;
                 }
-                sb.state = VolumeState::Dirty;
+                (sb.state, sb.mode) = if recovering {
+                    (VolumeState::Recovering, OperatingMode::Recovering)
+                } else {
+                    (VolumeState::Dirty, OperatingMode::Normal)
+                };
                 sb.index_saved = false;
             })?;
+            *volume.scrub_thread.lock() = volume.scrubber.start();
         }
         Ok(volume)
     }
@@ -268,7 +318,12 @@ impl Volume {
     /// # Errors
     ///
     /// A store error; the volume is then left dirty, as after a crash.
+    ///
+    /// In recovering mode, scrubbing stops; the slabs not yet recovered stay dirty in the
+    /// summary, with their journals written in full, and the super block says clean and
+    /// recovering: the next open resumes scrubbing them, with nothing to replay.
     pub fn close(self) -> Result<(), VolumeError> {
+        self.stop_scrubbing();
         if self.operating_mode() == OperatingMode::ReadOnly {
             return Ok(());
         }

@@ -8,6 +8,9 @@
 //! 5. `meta`: the block map, slab depot and recovery journal, held for in-memory work and
 //!    page reads, never across a flush.
 //!
+//! Scrubbing in recovering mode (`scrubber.rs`) takes its own `running` lock after any of
+//! these a caller holds, and then `meta`.
+//!
 //! `docs/ARCHITECTURE.md` walks through a write, a read and a commit.
 
 mod audit;
@@ -17,11 +20,13 @@ mod locks;
 mod read;
 mod rebuild;
 mod recover;
+mod scrubber;
 mod stats;
 mod write;
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use parking_lot::{Mutex, RwLock};
 use uvdo_format::geometry::Geometry;
@@ -47,6 +52,7 @@ pub use recover::RecoveryReport;
 pub use stats::{BioCounts, VolumeStats};
 
 use locks::Locks;
+use scrubber::Scrubber;
 use stats::Counters;
 
 /// The metadata the `meta` lock protects.
@@ -69,7 +75,8 @@ struct ModeState {
 /// An open uvdo volume. `Send + Sync`: share it between threads by reference or `Arc`.
 ///
 /// Close it with [`Volume::close`]; dropping it without closing leaves the volume as a crash
-/// would (the next open must recover).
+/// would (the next open must recover). After an unclean shutdown it may open in recovering
+/// mode: see [`Volume::wait_recovered`].
 #[derive(Debug)]
 pub struct Volume {
     store: Arc<dyn Storage>,
@@ -83,11 +90,14 @@ pub struct Volume {
     locks: Locks,
     commit: Mutex<()>,
     barrier: RwLock<()>,
-    meta: Mutex<Meta>,
-    mode: RwLock<ModeState>,
-    super_block: Mutex<SuperBlock>,
+    meta: Arc<Mutex<Meta>>,
+    mode: Arc<RwLock<ModeState>>,
+    super_block: Arc<Mutex<SuperBlock>>,
     counters: Counters,
     last_recovery: Option<RecoveryReport>,
+    /// Rebuilds unrecovered slabs in recovering mode.
+    scrubber: Arc<Scrubber>,
+    scrub_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Volume {
@@ -288,7 +298,8 @@ fn load_read_only(
     let epoch = Epoch(state.epoch);
     let mut block_map = BlockMap::new(layout, nonce, cache_pages);
     let (depot, end, used, tree) = if super_block.state == VolumeState::Clean {
-        let depot = SlabDepot::open(store, layout, nonce)?;
+        // Closed cleanly while recovering: slabs still dirty are scrubbed from their journals.
+        let depot = SlabDepot::open_dirty(store, layout, nonce, &[])?;
         let counts = (state.logical_blocks_used.0, state.block_map_data_blocks.0);
         (depot, state.tail, counts.0, counts.1)
     } else {

@@ -1,4 +1,4 @@
-//! Crash recovery at open: the life of a crash, the engine's side.
+//! Crash recovery at open, the offline part: the life of a crash, the engine's side.
 //!
 //! A volume whose super block does not say clean was not closed; the durable state is what
 //! the last commits and checkpoints left. Recovery, before the volume comes online:
@@ -6,17 +6,24 @@
 //! 1. scan the recovery journal of the current epoch and session (journal/scan.rs): the
 //!    entries from the head to the end of the contiguous durable run;
 //! 2. replay them into the block map, in journal order (set semantics: idempotent);
-//! 3. open the slab depot from its summary, reference counts and slab journals, re-appending
-//!    the entries whose slab journal blocks never became durable (depot `open_dirty`);
-//! 4. write the recovered state, each step flushed before the next: summary dirty marks, slab
-//!    journal tails, reference counts, block map pages, a clean summary;
-//! 5. only then write the super block with the next epoch and the journal head and tail at
-//!    the end of the run: the old journal blocks are now stale.
+//! 3. open the slab depot (depot `open_recovering`): every slab the summary does not call
+//!    clean, or the replay touches, is unrecovered; its durable slab journal chain is found
+//!    and the replayed entries missing from it are re-appended; urgent slabs are scrubbed
+//!    (one under journal pressure, one with free blocks if no recovered slab has any), and
+//!    with `recover_offline` every slab;
+//! 4. write, each step flushed before the next: summary dirty marks, slab journal tails, and
+//!    with `recover_offline` the reference counts; block map pages; with `recover_offline`
+//!    a clean summary;
+//! 5. only then write the super block (`Volume::open`) with the next epoch and the journal
+//!    head and tail at the end of the run: the old journal blocks are now stale. It says
+//!    `Recovering` while slabs are unrecovered (`scrubber.rs` rebuilds them online), else
+//!    `Dirty`.
 //!
 //! A crash anywhere before step 5 leaves the journal untouched and the super block as it
 //! was, so the next open recovers again from the same entries and reaches the same state
 //! (SPEC I6): the block map replay sets slots, and the depot's re-appended entries, once
-//! durable, are part of the slab journal chain and are not appended twice.
+//! durable, are part of the slab journal chain and are not appended twice. A crash after it
+//! finds unrecovered slabs still dirty in the summary, with their chains intact.
 
 use uvdo_format::geometry::Geometry;
 use uvdo_format::layout::Layout;
@@ -61,6 +68,7 @@ pub(super) fn recover(
     layout: Layout,
     super_block: &SuperBlock,
     cache_pages: usize,
+    offline: bool,
 ) -> Result<Recovered, VolumeError> {
     let nonce = geometry.nonce;
     let region = JournalRegion {
@@ -74,7 +82,12 @@ pub(super) fn recover(
     for (point, entry) in &scanned.entries {
         block_map.replay(store, *point, entry)?;
     }
-    let mut depot = SlabDepot::open_dirty(store, layout, nonce, &scanned.entries)?;
+    let mut depot = SlabDepot::open_recovering(store, layout, nonce, &scanned.entries)?;
+    if offline {
+        depot.scrub_all(store)?;
+    } else {
+        scrub_urgent(store, &mut depot)?;
+    }
 
     let write = |blocks: &[(Pbn, Block)]| -> Result<(), VolumeError> {
         for (pbn, block) in blocks {
@@ -86,10 +99,14 @@ pub(super) fn recover(
     write(&depot.take_summary_writes(false))?;
     depot.summary_durable();
     write(&depot.take_slab_journal_writes(true))?;
-    write(&depot.take_ref_count_writes(true))?;
-    depot.ref_counts_durable();
+    if offline {
+        write(&depot.take_ref_count_writes(true))?;
+        depot.ref_counts_durable();
+    }
     write(&block_map.take_dirty(SequenceNumber(u64::MAX)))?;
-    write(&depot.take_summary_writes(true))?;
+    if offline {
+        write(&depot.take_summary_writes(true))?;
+    }
 
     let logical_blocks_used = scanned
         .logical_blocks_used
@@ -126,4 +143,13 @@ pub(super) fn recover(
             stale_journal_blocks: scanned.stale_blocks,
         },
     })
+}
+
+/// Scrubs, before the volume comes online, the slabs it cannot do without (VDO scrubs its
+/// high-priority slabs at load): see `SlabDepot::next_to_scrub`.
+pub(super) fn scrub_urgent(store: &dyn Storage, depot: &mut SlabDepot) -> Result<(), VolumeError> {
+    while let Some(slab) = depot.next_to_scrub(true) {
+        depot.scrub_slab(store, slab)?;
+    }
+    Ok(())
 }

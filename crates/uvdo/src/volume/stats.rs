@@ -60,7 +60,8 @@ pub struct BioCounts {
 /// A snapshot of everything the volume counts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VolumeStats {
-    /// Physical blocks holding user data (reference count 1..=254).
+    /// Physical blocks holding user data (reference count 1..=254). An estimate while
+    /// `counts_unavailable` says why (vdostats prints N/A).
     pub data_blocks_used: u64,
     /// Physical blocks used by metadata: every block that is not a slab data block, plus
     /// allocated block map tree pages.
@@ -87,8 +88,14 @@ pub struct VolumeStats {
     pub write_policy: String,
     /// Slabs in the depot.
     pub slab_count: u64,
-    /// Free slab data blocks.
+    /// Free slab data blocks. An estimate while `counts_unavailable` says why.
     pub free_blocks: u64,
+    /// Why the statistics that depend on reference counts (data blocks used, free blocks,
+    /// used and saving percent) are unavailable: in recovering mode, some slabs' counts are
+    /// not rebuilt yet and only their counts on disk are known. `None` when exact.
+    pub counts_unavailable: Option<String>,
+    /// In recovering mode, the percentage of the slabs to rebuild that are rebuilt.
+    pub recovery_progress_percent: Option<u8>,
     /// Recovery journal entries appended.
     pub journal_entries_written: u64,
     /// Recovery journal blocks written.
@@ -175,11 +182,28 @@ impl VolumeStats {
             .min(100)
     }
 
+    /// Whether the statistics that depend on reference counts are exact.
+    #[must_use]
+    pub fn counts_available(&self) -> bool {
+        self.counts_unavailable.is_none()
+    }
+
+    /// Percentage of physical blocks used, rounded as vdostats does; `None` while counts are
+    /// unavailable (vdostats prints N/A).
+    #[must_use]
+    pub fn used_percent_available(&self) -> Option<u64> {
+        self.counts_available().then(|| self.used_percent())
+    }
+
     /// Space saving: (logical used - data used) / logical used, in percent; `None` when
-    /// nothing is used or the result would be negative (vdostats prints N/A).
+    /// nothing is used, the result would be negative, or counts are unavailable (vdostats
+    /// prints N/A).
     #[must_use]
     pub fn saving_percent(&self) -> Option<u64> {
-        if self.logical_blocks_used == 0 || self.data_blocks_used > self.logical_blocks_used {
+        if !self.counts_available()
+            || self.logical_blocks_used == 0
+            || self.data_blocks_used > self.logical_blocks_used
+        {
             return None;
         }
         Some((self.logical_blocks_used - self.data_blocks_used) * 100 / self.logical_blocks_used)
@@ -222,6 +246,13 @@ impl super::Volume {
             )
         };
         let physical = self.layout.physical_blocks().0;
+        let unrecovered = depot.unrecovered_slabs as usize;
+        let counts_unavailable = (unrecovered > 0).then(|| {
+            format!(
+                "recovering: reference counts of {unrecovered} of {} slabs are being rebuilt",
+                depot.slab_count
+            )
+        });
         let c = &self.counters;
         let get = Counters::get;
         VolumeStats {
@@ -239,6 +270,8 @@ impl super::Volume {
             write_policy: self.write_policy().name().to_owned(),
             slab_count: u64::from(depot.slab_count),
             free_blocks: depot.free_blocks,
+            counts_unavailable,
+            recovery_progress_percent: self.recovery_progress(unrecovered),
             journal_entries_written: journal.entries_appended,
             journal_blocks_written: journal.blocks_written,
             journal_commits: journal.commits,

@@ -253,15 +253,26 @@ impl Volume {
 
     /// Allocates a block, writes the data there, and records it in the index.
     fn write_new(&self, block: &Block, name: Option<u128>) -> Result<Mapping, VolumeError> {
-        let pbn = {
-            let mut meta = self.meta.lock();
-            let pbn = meta.depot.allocate_data().inspect_err(|e| {
-                if matches!(e, VolumeError::NoSpace { .. }) {
-                    Counters::bump(&self.counters.no_space_errors);
+        let pbn = loop {
+            let allocated = {
+                let mut meta = self.meta.lock();
+                let allocated = meta.depot.allocate_data();
+                if let Ok(pbn) = allocated {
+                    meta.writing.insert(pbn);
                 }
-            })?;
-            meta.writing.insert(pbn);
-            pbn
+                allocated
+            };
+            match allocated {
+                Ok(pbn) => break pbn,
+                // Recovering: room may be in a slab not yet scrubbed; scrub one and retry.
+                Err(VolumeError::NoSpace { .. }) if self.scrub_now(false)? => {}
+                Err(e) => {
+                    if matches!(e, VolumeError::NoSpace { .. }) {
+                        Counters::bump(&self.counters.no_space_errors);
+                    }
+                    return Err(e);
+                }
+            }
         };
         let written = self.store.write_at(pbn.byte_offset(), block);
         Counters::bump(&self.counters.bios_out_write);
@@ -302,6 +313,8 @@ impl Volume {
                 }
             };
             match outcome {
+                // Recovering: a tree page may fit in a slab not yet scrubbed.
+                Some(Err(VolumeError::NoSpace { .. })) if self.scrub_now(false)? => {}
                 Some(outcome) => {
                     // A damaged block map page on the way, or a broken invariant: read-only.
                     let outcome = self.on_damage(outcome, BlockType::BlockMapPage)?;
