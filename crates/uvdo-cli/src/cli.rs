@@ -128,7 +128,7 @@ pub enum Command {
     EnableDeduplication(Select),
     /// Turn deduplication off.
     DisableDeduplication(Select),
-    /// Grow the logical size (not supported by the engine yet).
+    /// Grow the logical size of a running volume.
     GrowLogical {
         /// Which volume.
         #[command(flatten)]
@@ -137,7 +137,7 @@ pub enum Command {
         #[arg(long = "vdoLogicalSize")]
         size: String,
     },
-    /// Grow into the whole backing device (not supported by the engine yet).
+    /// Grow a running volume into the whole backing device (enlarge the device first).
     GrowPhysical(Name),
     /// Print the registry file.
     PrintConfigFile,

@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::{Value, json};
-use uvdo::{OpenOptions as VolumeOptions, RebuildProgress, Volume, WritePolicy};
+use uvdo::{OpenOptions as VolumeOptions, Owner, RebuildProgress, Volume, WritePolicy};
+use uvdo_format::BlockCount;
 use uvdo_io::open::{OpenOptions as StoreOptions, open_store};
 use uvdo_nbd::{Listener, ServeConfig, serve};
 
@@ -28,6 +29,7 @@ use crate::control::{Answer, LINE_BYTES_MAX, Request};
 use crate::error::{CliError, CliResult, ExitStatus};
 use crate::owner::{self, OwnerRecord};
 use crate::registry::{RegistryFile, VolumeEntry};
+use crate::size::format_size;
 use crate::stats::StatsView;
 
 /// How often the control thread looks at the stop flag while nobody connects.
@@ -162,6 +164,7 @@ fn run_logged(args: &DaemonArgs, log: &Arc<Log>) -> CliResult<()> {
         ));
     }
     let volume = Arc::new(open_volume(args, &entry, log)?);
+    record_owner(&volume, &record, log);
     let listener = match entry.tcp_port {
         Some(port) => Listener::bind_tcp(port),
         None => Listener::bind_unix(&paths.nbd_socket),
@@ -212,6 +215,13 @@ fn run_logged(args: &DaemonArgs, log: &Arc<Log>) -> CliResult<()> {
     server.shutdown();
     let volume = Arc::into_inner(volume)
         .ok_or_else(|| CliError::system("the volume is still shared after shutdown"))?;
+    if volume.owner().is_some()
+        && let Err(e) = volume.set_owner(None)
+    {
+        log.info(&format!(
+            "cannot clear the owner record in the super block: {e}"
+        ));
+    }
     let closed = volume
         .close()
         .map_err(|e| CliError::volume("closing the volume", &e));
@@ -308,7 +318,72 @@ fn open_volume(args: &DaemonArgs, entry: &VolumeEntry, log: &Log) -> CliResult<V
             .map_err(|e| CliError::volume("setting the write policy", &e))?;
     }
     log.info(&format!("write policy {}", volume.write_policy().name()));
+    if mode != uvdo::OperatingMode::ReadOnly {
+        // `enable/disableDeduplication` and `...Compression` on a stopped volume apply here.
+        let dedupe = entry.deduplication == "enabled";
+        if dedupe != volume.deduplication_enabled() {
+            volume
+                .set_deduplication(dedupe)
+                .map_err(|e| CliError::volume("setting deduplication", &e))?;
+        }
+        let compression = entry.compression == "enabled";
+        if compression != volume.compression_enabled() {
+            volume
+                .set_compression(compression)
+                .map_err(|e| CliError::volume("setting compression", &e))?;
+        }
+    }
+    log.info(&format!(
+        "deduplication {}",
+        if volume.deduplication_enabled() {
+            "enabled"
+        } else {
+            "disabled"
+        }
+    ));
     Ok(volume)
+}
+
+/// Records the daemon as the volume's owner in its super block too (the lock file beside the
+/// device is what enforces exclusivity). A read-only volume writes nothing: logged, not fatal.
+fn record_owner(volume: &Volume, record: &OwnerRecord, log: &Log) {
+    use uvdo_format::super_block::{HOST_BYTES_MAX, truncated};
+    let host = truncated(&record.host, HOST_BYTES_MAX);
+    let owner = Owner {
+        pid: record.pid,
+        since_s: record.since_s,
+        host: host.to_owned(),
+    };
+    if let Err(e) = volume.set_owner(Some(owner)) {
+        log.info(&format!("owner not recorded in the super block: {e}"));
+    }
+}
+
+/// The current size of the device at `path` in bytes (a regular file's length, a block
+/// device's size): what `growPhysical` grows into.
+fn device_bytes(path: &Path) -> CliResult<u64> {
+    use std::io::{Seek, SeekFrom};
+    let fail = |e: std::io::Error| {
+        CliError::system(format!("cannot read the size of {}: {e}", path.display()))
+    };
+    let mut file = File::open(path).map_err(fail)?;
+    file.seek(SeekFrom::End(0)).map_err(fail)
+}
+
+/// VDO's refusals of a grow from `old` to `new` bytes (exit 7).
+fn check_growth(old: u64, new: u64) -> CliResult<()> {
+    if new < old {
+        return Err(CliError::user(format!(
+            "Can't shrink a VDO volume (old size {})",
+            format_size(old)
+        )));
+    }
+    if new == old {
+        return Err(CliError::user(
+            "Can't grow a VDO volume by less than 4096 bytes",
+        ));
+    }
+    Ok(())
 }
 
 /// Binds a Unix socket that is never reachable with wider permissions than 0600: bound in a
@@ -417,27 +492,52 @@ impl Control {
                 Ok(json!(v.write_policy().name()))
             }
             Request::SetCompression { enabled } => {
+                v.set_compression(*enabled)
+                    .map_err(|e| CliError::volume("setting compression", &e))?;
                 self.log
                     .info(&format!("compression setting stored: {enabled}"));
                 Ok(json!(
                     "compression is not implemented yet: the setting is stored in the registry \
-                     and takes effect when the engine has a packer"
+                     and the volume, and takes effect when the engine has a packer"
                 ))
             }
             Request::SetDeduplication { enabled } => {
-                self.log
-                    .info(&format!("deduplication setting stored: {enabled}"));
-                Ok(json!(
-                    "the setting is stored in the registry; the engine cannot switch \
-                     deduplication on a running volume yet, so it applies at the next start"
-                ))
+                v.set_deduplication(*enabled)
+                    .map_err(|e| CliError::volume("setting deduplication", &e))?;
+                self.log.info(&format!("deduplication {enabled}"));
+                Ok(Value::Null)
             }
-            Request::GrowLogical { .. } | Request::GrowPhysical => Err(CliError::system(
-                "growing a volume is not supported yet: the engine has no grow operation; the \
-                 volume is unchanged",
-            )),
+            Request::GrowLogical { bytes } => {
+                let block = uvdo_format::BLOCK_SIZE as u64;
+                let new = bytes / block * block;
+                check_growth(v.logical_bytes(), new)?;
+                v.grow_logical(BlockCount(new / block))
+                    .map_err(|e| CliError::volume("growing the logical size", &e))?;
+                self.log
+                    .info(&format!("logical size grown to {}", format_size(new)));
+                Ok(self.sizes())
+            }
+            Request::GrowPhysical => {
+                let block = uvdo_format::BLOCK_SIZE as u64;
+                let new = device_bytes(&self.device)? / block * block;
+                check_growth(v.stats().physical_blocks * block, new)?;
+                v.grow_physical(Some(BlockCount(new / block)))
+                    .map_err(|e| CliError::volume("growing the physical size", &e))?;
+                self.log
+                    .info(&format!("physical size grown to {}", format_size(new)));
+                Ok(self.sizes())
+            }
             Request::Stop => Err(CliError::new(ExitStatus::Developer, "stop handled above")),
         }
+    }
+
+    /// The sizes a grow answers with, for the registry.
+    fn sizes(&self) -> Value {
+        let block = uvdo_format::BLOCK_SIZE as u64;
+        json!({
+            "logicalBytes": self.volume.logical_bytes(),
+            "physicalBytes": self.volume.stats().physical_blocks * block,
+        })
     }
 
     fn status(&self) -> Value {

@@ -129,7 +129,8 @@ impl OfflineInfo {
              slabSize: {}\n  recoveryJournalSize: {}\n  slabJournalBlocks: {}\n  \
              blockMapRoots: {}\nUUID: {}\nNonce: {}\nIndexConfig:\n  memory: {}\n  \
              sparse: {}\nIndexRegion: {}\nDataRegion: {}\nState: {}\nOperatingMode: {}\n\
-             WritePolicy: {}\nCompression: {}\nDeduplication: {}\nBlockMapCacheSize: {}\n",
+             WritePolicy: {}\nCompression: {}\nDeduplication: {}\nBlockMapCacheSize: {}\n\
+             Owner: {}\n",
             sb.logical_blocks.0,
             sb.physical_blocks.0,
             p.slab_blocks.0,
@@ -148,6 +149,10 @@ impl OfflineInfo {
             sb.compression_enabled,
             sb.deduplication_enabled,
             format_size(u64::from(sb.block_map_cache_pages) * BLOCK_SIZE as u64),
+            sb.owner.as_ref().map_or_else(
+                || "none".to_owned(),
+                |o| format!("pid {} on {} since {}", o.pid, o.host, o.since_s)
+            ),
         )
     }
 

@@ -180,6 +180,81 @@ fn whole_life_cycle() {
         "{verbose}"
     );
 
+    // growLogical: 1G to 2G, online; a new connection sees the new size.
+    let one_g = (1_u64 << 30) / 4096;
+    assert_eq!(num("logical blocks"), one_g);
+    let (ok, _) = qemu_io(&uri, &["write -P 5 1536M 64k"]);
+    assert!(!ok, "beyond the end before the grow");
+    env.ok(&["growLogical", "--name", "v0", "--vdoLogicalSize", "2G"]);
+    let grown = json(&env.stats(&["--json", "v0"]).stdout);
+    assert_eq!(grown["v0"]["logical blocks"]["value"], 2 * one_g);
+    let (ok, text) = qemu_io(&uri, &["write -P 5 1536M 64k", "flush"]);
+    assert!(ok, "{text}");
+    let (ok, text) = qemu_io(&uri, &["read -P 5 1536M 64k", "read -P 7 1M 256k"]);
+    assert!(ok, "{text}");
+    let shrink = env.uvdo(&["growLogical", "--name", "v0", "--vdoLogicalSize", "1G"]);
+    assert_eq!(shrink.code, 7);
+    assert!(
+        shrink
+            .stderr
+            .contains("Can't shrink a VDO volume (old size 2G)"),
+        "{}",
+        shrink.stderr
+    );
+    let same = env.uvdo(&["growLogical", "--name", "v0", "--vdoLogicalSize", "2G"]);
+    assert_eq!(same.code, 7);
+    assert!(
+        same.stderr
+            .contains("Can't grow a VDO volume by less than 4096 bytes")
+    );
+    // growPhysical: the device grows first (as an admin would), then the volume into it.
+    let physical = num("physical blocks");
+    let same = env.uvdo(&["growPhysical", "--name", "v0"]);
+    assert_eq!(same.code, 7);
+    assert!(
+        same.stderr
+            .contains("Can't grow a VDO volume by less than 4096 bytes")
+    );
+    let device = env.device("v0.img");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&device)
+        .unwrap()
+        .set_len(512 << 20)
+        .unwrap();
+    env.ok(&["growPhysical", "--name", "v0"]);
+    let grown = json(&env.stats(&["--json", "v0"]).stdout);
+    let grown_physical = grown["v0"]["physical blocks"]["value"].as_u64().unwrap();
+    assert_eq!(grown_physical, (512 << 20) / 4096);
+    assert!(grown_physical > physical);
+    let config = env.ok(&["printConfigFile"]).stdout;
+    assert!(config.contains("logicalSize = \"2G\""), "{config}");
+    assert!(config.contains("physicalSize = \"512M\""), "{config}");
+    assert!(config.contains("operationState = \"finished\""), "{config}");
+    let (ok, text) = qemu_io(&uri, &["read -P 5 1536M 64k", "read -P 9 4M 64k"]);
+    assert!(ok, "{text}");
+    // Deduplication switches at once: a copy of stored data is stored again.
+    let used = |env: &Env| {
+        json(&env.stats(&["--json", "v0"]).stdout)["v0"]["data blocks used"]["value"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = used(&env);
+    let off = env.ok(&["disableDeduplication", "--name", "v0"]);
+    assert!(off.stdout.contains("Stopping deduplication on VDO v0"));
+    let (ok, text) = qemu_io(&uri, &["write -P 9 8M 64k", "flush"]);
+    assert!(ok, "{text}");
+    assert_eq!(used(&env), before + 16, "one new copy per block");
+    env.ok(&["enableDeduplication", "--name", "v0"]);
+    let (ok, text) = qemu_io(&uri, &["write -P 9 12M 64k", "flush"]);
+    assert!(ok, "{text}");
+    assert_eq!(used(&env), before + 16, "shared with the first copy");
+
+    // The daemon records itself in the super block while it runs, and clears it at stop.
+    let dump = env.ok(&["dumpConfig", "--name", "v0"]).stdout;
+    let owner = format!("Owner: pid {} on ", env.pid("v0"));
+    assert!(dump.contains(&owner), "{dump}");
+
     env.ok(&["changeWritePolicy", "--name", "v0", "--writePolicy", "sync"]);
     let status = json(&env.ok(&["status", "--name", "v0", "--json"]).stdout);
     assert_eq!(status["VDOs"]["v0"]["Write policy"], "sync");
@@ -193,13 +268,20 @@ fn whole_life_cycle() {
     assert!(env.ok(&["list", "--all"]).stdout.contains("v0"));
     // Stopped: read from the super block, and what is unknown says why.
     let stopped = json(&env.stats(&["--json", "v0"]).stdout);
-    assert_eq!(stopped["v0"]["logical blocks used"]["value"], 144);
+    assert_eq!(
+        stopped["v0"]["logical blocks used"]["value"],
+        144 + 16 + 16 + 16
+    );
+    assert_eq!(stopped["v0"]["logical blocks"]["value"], 2 * one_g);
+    assert_eq!(stopped["v0"]["physical blocks"]["value"], grown_physical);
     assert!(
         stopped["v0"]["data blocks used"]["unavailable"]
             .as_str()
             .unwrap()
             .contains("stopped")
     );
+    let dump = env.ok(&["dumpConfig", "--name", "v0"]).stdout;
+    assert!(dump.contains("Owner: none"), "{dump}");
     let audit = env.ok(&["audit", "--name", "v0"]);
     assert!(audit.stdout.contains("All pbn references matched."));
 
@@ -500,10 +582,23 @@ fn every_exit_code_of_vdo_is_reached() {
     );
     env.ok(&["activate", "--name", "x"]);
     env.ok(&["start", "--name", "x"]);
-    // 6: the engine cannot grow yet.
-    let grow = env.uvdo(&["growLogical", "--name", "x", "--vdoLogicalSize", "2G"]);
+    // 6: the device cannot be found to grow into.
+    let moved = env.dir.path().join("x.moved");
+    std::fs::rename(dev, &moved).unwrap();
+    let grow = env.uvdo(&["growPhysical", "--name", "x"]);
+    std::fs::rename(&moved, dev).unwrap();
     assert_eq!(grow.code, 6);
-    assert!(grow.stderr.contains("not supported yet"));
+    assert!(
+        grow.stderr.contains("cannot read the size of"),
+        "{}",
+        grow.stderr
+    );
+    // The failed grow left its operation state; the next command repairs it.
+    let text = std::fs::read_to_string(env.conf()).unwrap();
+    assert!(text.contains("beginGrowPhysical"), "{text}");
+    env.ok(&["growLogical", "--name", "x", "--vdoLogicalSize", "2G"]);
+    let text = std::fs::read_to_string(env.conf()).unwrap();
+    assert!(text.contains("logicalSize = \"2G\""), "{text}");
     let comp = env.ok(&["enableCompression", "--name", "x"]);
     assert!(
         comp.stdout.contains("compression is not implemented yet"),

@@ -48,7 +48,7 @@ pub mod zero;
 
 pub use config::{FormatConfig, OpenOptions, ResolvedPolicy};
 pub use error::VolumeError;
-pub use uvdo_format::super_block::{OperatingMode, WritePolicy};
+pub use uvdo_format::super_block::{OperatingMode, Owner, WritePolicy};
 pub use uvdo_index::IndexConfig;
 pub use volume::{
     AuditReport, BioCounts, CountMismatch, Extent, ExtentKind, FormatSummary, RecoveryReport,

@@ -10,6 +10,7 @@ use std::io::IsTerminal;
 use crate::cli::{Cli, Command, Select};
 use crate::error::{CliError, CliResult, ExitStatus};
 use crate::registry::{Operation, RegistryFile, VolumeEntry};
+use crate::size::format_size;
 
 /// Runs the parsed command line.
 ///
@@ -129,12 +130,29 @@ impl Ctx {
                      volume records the truth)",
                     op.display()
                 );
-                self.registry.update(|r| {
-                    r.get_mut(name)?.operation_state = Operation::Finished.key().into();
-                    Ok(())
-                })?;
+                // The sizes are re-read from the super block, as VDO re-reads them.
+                let recorded = crate::offline::read(&entry.device).ok().map(|info| {
+                    let block = uvdo_format::BLOCK_SIZE as u64;
+                    let sb = &info.super_block;
+                    (
+                        format_size(sb.logical_blocks.0 * block),
+                        format_size(sb.physical_blocks.0 * block),
+                    )
+                });
                 let mut entry = entry;
                 entry.operation_state = Operation::Finished.key().into();
+                if let Some((logical, physical)) = recorded {
+                    entry.logical_size = logical;
+                    entry.physical_size = physical;
+                }
+                let repaired = entry.clone();
+                self.registry.update(|r| {
+                    let e = r.get_mut(name)?;
+                    e.operation_state.clone_from(&repaired.operation_state);
+                    e.logical_size.clone_from(&repaired.logical_size);
+                    e.physical_size.clone_from(&repaired.physical_size);
+                    Ok(())
+                })?;
                 Ok(entry)
             }
         }

@@ -6,7 +6,7 @@ use uvdo::WritePolicy;
 use super::Ctx;
 use crate::cli::Select;
 use crate::control::Request;
-use crate::error::{CliError, CliResult};
+use crate::error::{CliError, CliResult, ExitStatus};
 use crate::registry::Operation;
 use crate::size::{format_size, parse_size};
 
@@ -131,15 +131,48 @@ pub(super) fn dedupe(ctx: &Ctx, name: &str, on: bool) -> CliResult<()> {
     switch_setting(ctx, name, on, false)
 }
 
+/// `growLogical` (`Some(size)`) or `growPhysical` (`None`: into the whole device) on a
+/// running volume: the registry records `beginGrow*` first, the daemon grows the volume
+/// (durable before it answers), then the registry takes the sizes it answers with and
+/// `finished`. A refused grow (exit 5 or 7: nothing changed) resets the state at once; any
+/// other failure leaves it for the next command to repair from what the volume records.
 pub(super) fn grow(ctx: &Ctx, name: &str, size: Option<&str>) -> CliResult<()> {
     let bytes = size.map(|s| parse_size(s, true)).transpose()?;
     ctx.entry(name)?;
     if !ctx.running(name) {
         return Err(CliError::state(format!("VDO volume {name} is not running")));
     }
-    let request = match bytes {
-        Some(bytes) => Request::GrowLogical { bytes },
-        None => Request::GrowPhysical,
+    let (request, operation) = match bytes {
+        Some(bytes) => (Request::GrowLogical { bytes }, Operation::GrowLogical),
+        None => (Request::GrowPhysical, Operation::GrowPhysical),
     };
-    ctx.call(name, &request).map(|_| ())
+    ctx.registry.update(|r| {
+        r.get_mut(name)?.operation_state = operation.key().into();
+        Ok(())
+    })?;
+    let answer = ctx.call(name, &request);
+    let sizes = match answer {
+        Ok(sizes) => sizes,
+        Err(e) => {
+            if matches!(e.status, ExitStatus::User | ExitStatus::State) {
+                ctx.registry.update(|r| {
+                    r.get_mut(name)?.operation_state = Operation::Finished.key().into();
+                    Ok(())
+                })?;
+            }
+            return Err(e);
+        }
+    };
+    let size_of = |key: &str| sizes[key].as_u64().map(format_size);
+    ctx.registry.update(|r| {
+        let e = r.get_mut(name)?;
+        if let Some(logical) = size_of("logicalBytes") {
+            e.logical_size = logical;
+        }
+        if let Some(physical) = size_of("physicalBytes") {
+            e.physical_size = physical;
+        }
+        e.operation_state = Operation::Finished.key().into();
+        Ok(())
+    })
 }

@@ -152,6 +152,13 @@ impl BlockMap {
         }
     }
 
+    /// The depot grew to `layout` (more slabs, nothing else moved): tree pages in the new
+    /// slabs are valid children from now on.
+    pub(crate) fn grow(&mut self, layout: Layout) {
+        assert_eq!(layout.params(), self.layout.params(), "same parameters");
+        self.layout = layout;
+    }
+
     /// The mapping of `lbn`; loads pages through the cache; never allocates: an LBN under an
     /// unallocated subtree is `Unmapped`.
     ///

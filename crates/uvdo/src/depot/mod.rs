@@ -33,6 +33,16 @@
 //! within that block) of the slab's newest recorded entry: the counts include that entry and
 //! every one before it, as FORMAT.md's replay rule ("skips every entry at or before it") needs.
 //!
+//! # Growing (`plan_growth`, `grow`)
+//!
+//! New slabs are appended (the depot is the last region, so nothing else moves). The caller
+//! holds the engine's commit lock and has flushed, so every slab journal block handed out is
+//! durable and the old slabs' summary entries are true; then `plan_growth` gives the summary
+//! blocks describing the new slabs (empty, clean, no reference counts on disk) without
+//! changing the depot; the caller writes and flushes them, writes the super block with the new
+//! size and slab count, flushes, and only then calls `grow`: no block of a new slab is handed
+//! out (so no journal entry can name one) before the super block that contains it is durable.
+//!
 //! # Recovery (`open_recovering`, `open_dirty`, `scrub.rs`)
 //!
 //! After a crash, `open_recovering(store, layout, nonce, replay)` with every durable recovery
@@ -129,6 +139,15 @@ pub(crate) struct DepotStats {
     pub(crate) summary_blocks_written: u64,
 }
 
+/// A planned growth of the depot: what `grow` installs once the super block says it.
+#[derive(Debug)]
+pub(crate) struct Growth {
+    layout: Layout,
+    summary: Summary,
+    /// Summary blocks the plan handed out.
+    written: u64,
+}
+
 /// One change to one slab's counts made by a recovery journal entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Change {
@@ -198,6 +217,64 @@ impl SlabDepot {
             ref_count_blocks_written: 0,
             summary_blocks_written: 0,
         })
+    }
+
+    /// Where the depot's slabs are.
+    pub(crate) fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Plans growing the depot to `layout` (same parameters, more slabs): returns the plan and
+    /// the summary blocks to make durable before the super block names the new slab count.
+    /// Changes nothing in memory (module doc, "Growing").
+    ///
+    /// # Errors
+    ///
+    /// `Io` when reading the new summary blocks' slots fails.
+    ///
+    /// # Panics
+    ///
+    /// If `layout` has other parameters or no more slabs: the engine checks both first.
+    pub(crate) fn plan_growth(
+        &self,
+        store: &dyn Storage,
+        layout: Layout,
+    ) -> Result<(Growth, Vec<(Pbn, Block)>), VolumeError> {
+        assert_eq!(layout.params(), self.layout.params(), "same parameters");
+        assert!(layout.slab_count() > self.layout.slab_count(), "more slabs");
+        let new_slabs = (layout.slab_count() - self.layout.slab_count()) as usize;
+        let entries: Vec<_> = self
+            .slabs
+            .iter()
+            .map(Slab::summary_entry)
+            .chain(std::iter::repeat_n(
+                summary::formatted_entry(&layout),
+                new_slabs,
+            ))
+            .collect();
+        let (summary, writes) = self.summary.grown(store, &layout, self.nonce, &entries)?;
+        let growth = Growth {
+            layout,
+            summary,
+            written: writes.len() as u64,
+        };
+        Ok((growth, writes))
+    }
+
+    /// Installs a planned growth once the super block naming it is durable: the new slabs are
+    /// empty and clean, and allocation may use them from now on.
+    pub(crate) fn grow(&mut self, growth: Growth) {
+        let Growth {
+            layout,
+            summary,
+            written,
+        } = growth;
+        self.summary_blocks_written += written;
+        for number in self.layout.slab_count()..layout.slab_count() {
+            self.slabs.push(Slab::empty(&layout, SlabNumber(number)));
+        }
+        self.layout = layout;
+        self.summary = summary;
     }
 
     fn pbn_of(&self, slab: usize, block: u32) -> Pbn {

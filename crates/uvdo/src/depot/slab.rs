@@ -130,6 +130,20 @@ impl Slab {
         })
     }
 
+    /// A slab just added by growing the depot: empty, clean, no reference counts on disk,
+    /// its journal starting at [`FIRST_SEQUENCE`] (its summary entry says the same).
+    pub(super) fn empty(layout: &Layout, number: SlabNumber) -> Self {
+        Self {
+            number,
+            journal: SlabJournal::new(journal_region(layout, number), FIRST_SEQUENCE),
+            counts: RefCounts::empty(number, data_blocks(layout)),
+            commit_point: JournalPoint::default(),
+            clean: true,
+            dirty_mark: DirtyMark::None,
+            unrecovered: None,
+        }
+    }
+
     /// A slab rebuilt by scrubbing: not clean, everything to be written again.
     pub(super) fn recovered(
         number: SlabNumber,

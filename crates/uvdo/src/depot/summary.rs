@@ -1,8 +1,12 @@
 //! The slab summary: one entry per slab in twin-slot blocks of 252 entries.
 //!
-//! Only the blocks covering existing slabs are used: block `k` holds exactly the entries of
-//! slabs `252k ..` up to 252 or the last slab. Opening refuses a block with another entry count
-//! (growing the depot will rewrite the summary with the new count before using new slabs).
+//! Only the blocks covering existing slabs are used: block `k` holds the entries of slabs
+//! `252k ..` up to 252 or the last slab. Opening refuses a block with fewer entries than the
+//! layout puts in it, and ignores entries past the last slab: growing the depot writes (and
+//! flushes) the summary with the new slabs before the super block with the new slab count, so
+//! a crash between the two leaves a last block describing slabs the volume does not have yet.
+//! Nothing reads those entries; the next write of the block drops them, and the next grow
+//! rewrites them (`grown`).
 //!
 //! Invariants: the depot remembers the entries last handed out for each block, so a block is
 //! rewritten only when one of its entries changed (or when all are asked for); every write
@@ -45,7 +49,7 @@ pub(super) fn formatted_entry(layout: &Layout) -> SummaryEntry {
 }
 
 /// One summary block's write state.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct BlockState {
     writer: TwinWriter,
     /// The entries last handed out for writing (or read).
@@ -53,7 +57,7 @@ struct BlockState {
 }
 
 /// The write state of every summary block in use.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Summary {
     blocks: Vec<BlockState>,
 }
@@ -88,7 +92,8 @@ impl Summary {
             let (a, b) = read_pair(store, base)?;
             let chosen = slab_summary::read_twins(&a, &b, nonce, base, index)?;
             let expected = slabs_of(index, layout.slab_count()).len();
-            if chosen.value.entries.len() != expected {
+            let mut chosen = chosen;
+            if chosen.value.entries.len() < expected {
                 let found = chosen.value.entries.len() as u64;
                 return Err(corrupt(
                     chosen.slot.pbn(base),
@@ -97,6 +102,8 @@ impl Summary {
                     found,
                 ));
             }
+            // Entries of slabs past the last one: a grow that did not finish (module doc).
+            chosen.value.entries.truncate(expected);
             entries.extend_from_slice(&chosen.value.entries);
             blocks.push(BlockState {
                 writer: TwinWriter::after(&chosen),
@@ -104,6 +111,37 @@ impl Summary {
             });
         }
         Ok((Self { blocks }, entries))
+    }
+
+    /// This summary's write state extended to the blocks `layout` (a grown depot) uses, and
+    /// the blocks to write for it: every block whose entries change, which is the last old
+    /// block (when it was partly used) and every new one. `entries` has one entry per slab of
+    /// `layout`. A new block may hold a copy written by an earlier grow that did not finish:
+    /// its next write goes to the other slot, one generation higher, so it wins; an invalid
+    /// or foreign pair starts at slot A, generation 1. `self` is unchanged, so the grow can
+    /// still be abandoned.
+    pub(super) fn grown(
+        &self,
+        store: &dyn Storage,
+        layout: &Layout,
+        nonce: Nonce,
+        entries: &[SummaryEntry],
+    ) -> Result<(Self, Vec<(Pbn, Block)>), VolumeError> {
+        let mut grown = self.clone();
+        let old_blocks = u32::try_from(self.blocks.len()).expect("at most 33 summary blocks");
+        for index in old_blocks..block_count(layout.slab_count()) {
+            let base = layout.summary_base(index);
+            let (a, b) = read_pair(store, base)?;
+            let writer = slab_summary::read_twins(&a, &b, nonce, base, index)
+                .map_or(TwinWriter::FIRST, |chosen| TwinWriter::after(&chosen));
+            grown.blocks.push(BlockState {
+                writer,
+                written: Vec::new(),
+            });
+        }
+        let mut out = Vec::new();
+        grown.take_writes(layout, nonce, entries, false, &mut out);
+        Ok((grown, out))
     }
 
     /// The PBN of the copy of `slab`'s entry last read or handed out, for error reports.

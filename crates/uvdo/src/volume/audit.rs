@@ -79,7 +79,7 @@ impl Volume {
             )));
         }
         let store = &*self.store;
-        let layout = self.layout;
+        let layout = meta.depot.layout();
         let mut report = AuditReport {
             logical_blocks_used_recorded: meta.journal.logical_blocks_used(),
             ..AuditReport::default()

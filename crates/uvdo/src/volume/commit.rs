@@ -95,7 +95,7 @@ impl Volume {
     /// Writes and flushes the summary when a slab changed since it was last marked clean and
     /// no summary says so yet: the depot holds back that slab's journal and reference count
     /// blocks until then. The caller holds `commit`.
-    fn write_dirty_marks_locked(&self) -> Result<(), VolumeError> {
+    pub(super) fn write_dirty_marks_locked(&self) -> Result<(), VolumeError> {
         let summary = {
             let mut meta = self.meta.lock();
             if !meta.depot.needs_dirty_marks() {
@@ -167,7 +167,11 @@ impl Volume {
     }
 
     /// Writes metadata blocks; a failure puts the volume in read-only mode.
-    fn write_metadata(&self, blocks: &[(Pbn, Block)], kind: BlockType) -> Result<(), VolumeError> {
+    pub(super) fn write_metadata(
+        &self,
+        blocks: &[(Pbn, Block)],
+        kind: BlockType,
+    ) -> Result<(), VolumeError> {
         for (pbn, block) in blocks {
             if let Err(e) = self.store.write_at(pbn.byte_offset(), block) {
                 let e = VolumeError::from(e);

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use parking_lot::{Mutex, RwLock};
 use rand::RngCore;
@@ -182,6 +183,14 @@ impl Volume {
         store.read_at(Pbn(2).byte_offset(), &mut twin_b)?;
         let super_block = SuperBlock::read_twins(&block, &twin_b, nonce)?.value;
         let layout = Layout::compute(geometry.params, super_block.physical_blocks)?;
+        // A larger store is fine: the space past the recorded size is unused until a grow.
+        let store_blocks = store.size_bytes() / BLOCK_SIZE as u64;
+        if store_blocks < layout.physical_blocks().0 {
+            return Err(VolumeError::invalid(format!(
+                "the store holds {store_blocks} blocks, fewer than the {} the volume records",
+                layout.physical_blocks()
+            )));
+        }
         let cache_pages = options
             .block_map_cache_pages
             .unwrap_or(super_block.block_map_cache_pages);
@@ -272,12 +281,12 @@ impl Volume {
             options.testing_scrub_paused,
         ));
         let volume = Self {
-            logical_blocks,
-            deduplication,
+            logical_blocks: AtomicU64::new(logical_blocks),
+            deduplication: AtomicBool::new(deduplication),
+            admin: Mutex::new(()),
             namer: Namer::new(geometry.hash_secret, options.testing_constant_hash),
             store,
             geometry,
-            layout,
             policy: RwLock::new(policy),
             index,
             locks: Locks::new(),

@@ -8,6 +8,9 @@
 //! 5. `meta`: the block map, slab depot and recovery journal, held for in-memory work and
 //!    page reads, never across a flush.
 //!
+//! Administrative changes (`grow.rs`: the grows and the settings kept in the super block) are
+//! serialized by `admin`, taken before any of these.
+//!
 //! Scrubbing in recovering mode (`scrubber.rs`) takes its own `running` lock after any of
 //! these a caller holds, and then `meta`.
 //!
@@ -16,6 +19,7 @@
 mod audit;
 mod commit;
 mod format;
+mod grow;
 mod locks;
 mod read;
 mod rebuild;
@@ -26,6 +30,7 @@ mod write;
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use parking_lot::{Mutex, RwLock};
@@ -81,10 +86,13 @@ struct ModeState {
 pub struct Volume {
     store: Arc<dyn Storage>,
     geometry: Geometry,
-    layout: Layout,
-    logical_blocks: u64,
+    /// Grows online (`grow_logical`): a request sees the old or the new size.
+    logical_blocks: AtomicU64,
     policy: RwLock<ResolvedPolicy>,
-    deduplication: bool,
+    /// Switched online (`set_deduplication`).
+    deduplication: AtomicBool,
+    /// Serializes the grows and setters (`grow.rs`); taken before every other lock.
+    admin: Mutex<()>,
     namer: Namer,
     index: DedupeIndex,
     locks: Locks,
@@ -104,7 +112,12 @@ impl Volume {
     /// The volume's logical size in bytes.
     #[must_use]
     pub fn logical_bytes(&self) -> u64 {
-        self.logical_blocks * BLOCK_SIZE as u64
+        self.logical_blocks.load(Ordering::Acquire) * BLOCK_SIZE as u64
+    }
+
+    /// Where every region and slab is, as of now (growing physical appends slabs).
+    fn layout(&self) -> Layout {
+        self.meta.lock().depot.layout()
     }
 
     /// The volume's UUID, from the geometry block.

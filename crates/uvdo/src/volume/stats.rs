@@ -225,9 +225,10 @@ impl super::Volume {
     /// A snapshot of every counter (`uvdostats --verbose`).
     #[must_use]
     pub fn stats(&self) -> VolumeStats {
-        let (depot, block_map, journal, logical_used, block_map_blocks) = {
+        let (layout, depot, block_map, journal, logical_used, block_map_blocks) = {
             let meta = self.meta.lock();
             (
+                meta.depot.layout(),
                 meta.depot.stats(),
                 meta.block_map.stats(),
                 meta.journal.stats(),
@@ -245,7 +246,7 @@ impl super::Volume {
                 sb.read_only_recoveries,
             )
         };
-        let physical = self.layout.physical_blocks().0;
+        let physical = layout.physical_blocks().0;
         let unrecovered = depot.unrecovered_slabs as usize;
         let counts_unavailable = (unrecovered > 0).then(|| {
             format!(
@@ -257,10 +258,12 @@ impl super::Volume {
         let get = Counters::get;
         VolumeStats {
             data_blocks_used: depot.data_blocks_used,
-            overhead_blocks_used: self.layout.overhead_blocks().0 + block_map_blocks,
+            overhead_blocks_used: layout.overhead_blocks().0 + block_map_blocks,
             logical_blocks_used: logical_used,
             physical_blocks: physical,
-            logical_blocks: self.logical_blocks,
+            logical_blocks: self
+                .logical_blocks
+                .load(std::sync::atomic::Ordering::Acquire),
             block_map_cache_size: u64::from(cache_pages) * uvdo_format::BLOCK_SIZE as u64,
             block_size: uvdo_format::BLOCK_SIZE as u64,
             completed_recovery_count: complete_recoveries,

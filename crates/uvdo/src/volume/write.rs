@@ -193,7 +193,10 @@ impl Volume {
     /// Finds or writes a block holding `block`, returning its mapping with one reference
     /// reserved for the caller.
     fn store_data(&self, block: &Block) -> Result<Mapping, VolumeError> {
-        if !self.deduplication {
+        if !self
+            .deduplication
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
             return self.write_new(block, None);
         }
         let name = self.namer.name(block);
