@@ -120,17 +120,7 @@ pub(super) fn create(ctx: &Ctx, args: &Create) -> CliResult<()> {
         Ok(())
     })?;
     if activate {
-        let start = crate::cli::Start {
-            select: crate::cli::Select {
-                name: Some(args.name.clone()),
-                all: false,
-            },
-            force_rebuild: false,
-            yes: false,
-            force: false,
-            foreground: false,
-        };
-        super::lifecycle::start(ctx, &args.name, &start)
+        start_plainly(ctx, &args.name)
     } else {
         println!("VDO volume created at {}", device.display());
         Ok(())
@@ -311,9 +301,14 @@ pub(super) fn import(ctx: &Ctx, args: &Import) -> CliResult<()> {
     if !activate {
         return Ok(());
     }
+    start_plainly(ctx, &args.name)
+}
+
+/// Starts a volume just created or imported, as `uvdo start --name NAME` would.
+fn start_plainly(ctx: &Ctx, name: &str) -> CliResult<()> {
     let start = crate::cli::Start {
         select: crate::cli::Select {
-            name: Some(args.name.clone()),
+            name: Some(name.to_owned()),
             all: false,
         },
         force_rebuild: false,
@@ -321,5 +316,5 @@ pub(super) fn import(ctx: &Ctx, args: &Import) -> CliResult<()> {
         force: false,
         foreground: false,
     };
-    super::lifecycle::start(ctx, &args.name, &start)
+    super::lifecycle::start(ctx, name, &start)
 }
