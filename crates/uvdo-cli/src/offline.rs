@@ -1,14 +1,17 @@
 //! What can be learned from a stopped volume without writing to it: the geometry block, the
-//! super block and the layout they imply. Opening a volume with the engine writes its super
-//! block (and recovers it), so `uvdostats` and `status` on a stopped volume read these
-//! instead; reference counts are not read, so data blocks used is reported unavailable.
+//! super block and the layout they imply, and, through the engine's inspection open (which
+//! replays a dirty volume in memory and writes nothing, on a store opened read-only), the
+//! full statistics (`stopped_stats`).
 
 use std::path::Path;
 
+use std::sync::Arc;
 use uvdo_format::geometry::Geometry;
 use uvdo_format::layout::{Layout, RegionId};
 use uvdo_format::super_block::{SuperBlock, VolumeState};
 use uvdo_format::{BLOCK_SIZE, Block, Pbn};
+
+use uvdo::{OpenOptions as VolumeOptions, Volume};
 use uvdo_io::open::{OpenOptions, open_store};
 
 use crate::error::{CliError, CliResult};
@@ -208,4 +211,45 @@ pub fn uuid_text(u: &[u8; 16]) -> String {
         &hex[16..20],
         &hex[20..]
     )
+}
+
+/// `uvdostats` of a stopped volume: the engine opens it for inspection on a read-only store
+/// (nothing can be written) and counts as a running volume would; the mode and reason are
+/// the ones the super block records. Falls back to the super block alone, with the reason,
+/// when the inspection fails (e.g. damaged reference counts).
+///
+/// # Errors
+///
+/// When not even the geometry and super block can be read.
+pub fn stopped_stats(device: &Path) -> CliResult<StatsView> {
+    let info = read(device)?;
+    let options = OpenOptions {
+        read_only: true,
+        ..OpenOptions::default()
+    };
+    let inspected = open_store(device, &options)
+        .map_err(uvdo::VolumeError::from)
+        .and_then(|s| {
+            let volume = Volume::open(
+                Arc::clone(&s),
+                &VolumeOptions {
+                    inspect_only: true,
+                    ..VolumeOptions::default()
+                },
+            )?;
+            let stats = volume.stats();
+            volume.close()?;
+            Ok(stats)
+        });
+    let Ok(stats) = inspected else {
+        return Ok(info.stats_view());
+    };
+    let mut view = StatsView::from_volume(&stats);
+    view.source = "stopped volume (inspected read-only)".into();
+    view.operating_mode = info.super_block.mode.to_string();
+    view.read_only_reason = read_only_reason(&info.super_block);
+    // Per-open counters of an inspection say nothing about the volume.
+    view.counters = Vec::new();
+    view.write_amplification_ratio = None;
+    Ok(view)
 }

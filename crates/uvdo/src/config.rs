@@ -107,6 +107,10 @@ pub struct OpenOptions {
     pub volatile_write_cache: Option<bool>,
     /// Overrides the block map cache size stored in the volume.
     pub block_map_cache_pages: Option<u32>,
+    /// Open for inspection only: nothing is written to the store (a dirty volume is replayed
+    /// in memory, a pending force rebuild is not run), and every write is refused as
+    /// read-only. For statistics and audits of a stopped volume.
+    pub inspect_only: bool,
     /// Test hook: every block hashes to the same name, so every dedupe hit must be rejected by
     /// the byte comparison (the "no false sharing" test). Never set outside tests.
     #[doc(hidden)]

@@ -74,3 +74,53 @@ fn auto_policy_resolves_from_the_store_write_cache() {
     // The caller's word wins over the store's.
     assert_eq!(policy_on(memory(), Some(true)), uvdo::ResolvedPolicy::Async);
 }
+
+#[test]
+fn an_inspection_open_writes_nothing_and_still_counts() {
+    let sim = Arc::new(uvdo_io::sim::SimStore::new(4 << 20));
+    let store: Arc<dyn Storage> = sim.clone();
+    Volume::format(&*store, &FormatConfig::tiny(BlockCount(4096))).unwrap();
+    let volume = Volume::open(Arc::clone(&store), &OpenOptions::default()).unwrap();
+    for lbn in 0..10_u64 {
+        volume
+            .write(lbn * 4096, &block((lbn % 3) as u8), false)
+            .unwrap();
+    }
+    volume.close().unwrap();
+    let inspect = OpenOptions {
+        inspect_only: true,
+        ..OpenOptions::default()
+    };
+    for (when, image) in [
+        ("clean", sim.crash(uvdo_io::sim::CrashPlan::KeepAll)),
+        ("after a crash", {
+            let live = Volume::open(Arc::clone(&store), &OpenOptions::default()).unwrap();
+            live.write(20 * 4096, &block(9), false).unwrap();
+            live.flush().unwrap();
+            drop(live);
+            sim.crash(uvdo_io::sim::CrashPlan::KeepAll)
+        }),
+    ] {
+        let image = Arc::new(image);
+        let volume = Volume::open(image.clone(), &inspect).unwrap();
+        let stats = volume.stats();
+        assert_eq!(
+            stats.data_blocks_used,
+            3 + u64::from(when != "clean"),
+            "{when}"
+        );
+        let mut buf = vec![0; 4096];
+        volume.read(4096, &mut buf).unwrap();
+        assert_eq!(buf, block(1), "{when}");
+        assert!(matches!(
+            volume.write(0, &block(7), false),
+            Err(uvdo::VolumeError::ReadOnly { .. })
+        ));
+        volume.close().unwrap();
+        assert_eq!(
+            image.event_count(),
+            0,
+            "{when}: an inspection wrote to the store"
+        );
+    }
+}

@@ -59,7 +59,7 @@ fn gather(registry: &RegistryFile, name: &str) -> CliResult<StatsView> {
     match call(&socket, &Request::Stats, Some(ANSWER_WAIT)) {
         Ok(value) => serde_json::from_value(value)
             .map_err(|e| CliError::system(format!("bad statistics from {name}'s daemon: {e}"))),
-        Err(_) => Ok(uvdo_cli::offline::read(&entry.device)?.stats_view()),
+        Err(_) => Ok(uvdo_cli::offline::stopped_stats(&entry.device)?),
     }
 }
 

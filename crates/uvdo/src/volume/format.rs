@@ -9,7 +9,9 @@ use rand::RngCore;
 use uvdo_format::geometry::{Geometry, HASH_SECRET_SIZE, IndexConfig as GeometryIndex};
 use uvdo_format::layout::Layout;
 use uvdo_format::recovery_journal::{Epoch, JournalRegion};
-use uvdo_format::super_block::{JournalState, OperatingMode, SuperBlock, VolumeState};
+use uvdo_format::super_block::{
+    JournalState, OperatingMode, ReadOnlyReason, SuperBlock, VolumeState,
+};
 use uvdo_format::twin::TwinSlot;
 use uvdo_format::{BLOCK_SIZE, Block, BlockCount, Nonce, Pbn, SequenceNumber};
 use uvdo_index::{DedupeIndex, IndexConfig, IndexRegion};
@@ -158,6 +160,9 @@ impl Volume {
     pub fn open(store: Arc<dyn Storage>, options: &OpenOptions) -> Result<Self, VolumeError> {
         // A force rebuild that was asked for, or interrupted, is finished before anything
         // else reads the reference counts it was rewriting.
+        if options.inspect_only {
+            return Self::open_as_recorded(store, options);
+        }
         if super::read_super_block(&*store)?.force_rebuild_requested {
             Self::force_rebuild(Arc::clone(&store), &mut |_| {})?;
         }
@@ -195,8 +200,8 @@ impl Volume {
             .block_map_cache_pages
             .unwrap_or(super_block.block_map_cache_pages);
         let cache_pages = usize::try_from(cache_pages).unwrap_or(2).max(2);
-        let (block_map, depot, journal, recovered) = if super_block.mode == OperatingMode::ReadOnly
-        {
+        let read_only = super_block.mode == OperatingMode::ReadOnly || options.inspect_only;
+        let (block_map, depot, journal, recovered) = if read_only {
             let (block_map, depot, journal) =
                 super::load_read_only(&*store, &geometry, layout, &super_block, cache_pages)?;
             (block_map, depot, journal, None)
@@ -253,17 +258,25 @@ impl Volume {
                 .volatile_write_cache
                 .or_else(|| store.volatile_write_cache()),
         );
-        let read_only = super_block.mode == OperatingMode::ReadOnly;
         let logical_blocks = super_block.logical_blocks.0;
         let deduplication = super_block.deduplication_enabled;
         let recovering = !read_only && depot.unrecovered_count() > 0;
         let mode = ModeState {
             mode: match super_block.mode {
-                OperatingMode::ReadOnly => OperatingMode::ReadOnly,
+                _ if read_only => OperatingMode::ReadOnly,
                 _ if recovering => OperatingMode::Recovering,
                 _ => OperatingMode::Normal,
             },
-            reason: super_block.read_only_reason.clone(),
+            reason: super_block.read_only_reason.clone().or_else(|| {
+                options.inspect_only.then(|| ReadOnlyReason {
+                    error_code: 0,
+                    errno: u32::try_from(libc::EROFS).unwrap_or(30),
+                    time_s: super::unix_time_s(),
+                    structure: None,
+                    location: Pbn(0),
+                    message: "opened for inspection: nothing is written".to_owned(),
+                })
+            }),
         };
         let meta = Arc::new(Mutex::new(Meta {
             block_map,
