@@ -42,6 +42,7 @@ pub mod config;
 mod depot;
 pub mod error;
 mod hash;
+mod int_hash;
 mod journal;
 mod volume;
 pub mod zero;

@@ -13,11 +13,13 @@
 //! - `by_oldest` holds `(oldest point, base)` and `newest` counts the newest point of exactly
 //!   the dirty frames; `dirty_count` is their number.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use uvdo_format::block_map_page::{BlockMapPage, LEAF_LEVEL};
 use uvdo_format::twin::TwinSlot;
 use uvdo_format::{Block, JournalPoint, Nonce, Pbn, SequenceNumber};
+
+use crate::int_hash::{IntBuildHasher, IntMap};
 
 /// Credits an access gives an interior page; a leaf gets one.
 const INTERIOR_CREDIT: u8 = 3;
@@ -83,7 +85,7 @@ pub(super) struct PageCache {
     capacity: usize,
     frames: Vec<Option<Frame>>,
     free: Vec<usize>,
-    index: HashMap<Pbn, usize>,
+    index: IntMap<Pbn, usize>,
     hand: usize,
     pinned: Option<Pbn>,
     by_oldest: BTreeSet<(JournalPoint, Pbn)>,
@@ -100,7 +102,7 @@ impl PageCache {
             capacity,
             frames: Vec::with_capacity(capacity),
             free: Vec::new(),
-            index: HashMap::with_capacity(capacity),
+            index: IntMap::with_capacity_and_hasher(capacity, IntBuildHasher::default()),
             hand: 0,
             pinned: None,
             by_oldest: BTreeSet::new(),
@@ -199,14 +201,24 @@ impl PageCache {
             },
         };
         frame.dirty = Some(after);
+        // Points mostly arrive in order, so a dirty page's oldest point rarely moves: touch the
+        // ordered sets only for what changed.
         match before {
-            None => self.dirty_count += 1,
+            None => {
+                self.dirty_count += 1;
+                self.by_oldest.insert((after.oldest, base));
+            }
             Some(d) => {
-                self.by_oldest.remove(&(d.oldest, base));
+                if d.oldest != after.oldest {
+                    self.by_oldest.remove(&(d.oldest, base));
+                    self.by_oldest.insert((after.oldest, base));
+                }
+                if d.newest == after.newest {
+                    return;
+                }
                 self.forget_newest(d.newest);
             }
         }
-        self.by_oldest.insert((after.oldest, base));
         *self.newest.entry(after.newest).or_insert(0) += 1;
     }
 

@@ -18,8 +18,6 @@
 //! - for a tree pair block with a reservation: live = 255, committed = 0, one reservation;
 //! - `free`, `data_used` and `block_map` count the live values 0, 1..=254 and 255.
 
-use std::collections::HashMap;
-
 use uvdo_format::block::BLOCK_SIZE;
 use uvdo_format::ref_counts::{
     BLOCK_MAP_REFERENCE, COUNTS_PER_BLOCK, REFERENCE_MAX, RefCountBlock,
@@ -30,6 +28,7 @@ use uvdo_format::{Block, JournalPoint, Nonce, Pbn, SlabNumber};
 
 use super::Share;
 use super::twin::TwinWriter;
+use crate::int_hash::IntMap;
 
 /// A block whose live count includes reservations not yet journaled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +52,7 @@ struct BlockState {
 pub(super) struct RefCounts {
     slab: SlabNumber,
     live: Vec<u8>,
-    provisional: HashMap<u32, Provisional>,
+    provisional: IntMap<u32, Provisional>,
     free: u32,
     data_used: u32,
     block_map: u32,
@@ -79,7 +78,7 @@ impl RefCounts {
         Self {
             slab,
             live: vec![0; data_blocks as usize],
-            provisional: HashMap::new(),
+            provisional: IntMap::default(),
             free: data_blocks,
             data_used: 0,
             block_map: 0,

@@ -2,9 +2,13 @@
 //!
 //! A commit (one at a time, under `commit`): take every journal entry appended so far; flush
 //! the store, so the data those entries point at is durable first (skipped under
-//! async-unsafe); write the journal blocks; flush again, so they are durable; then, in journal
-//! order, give the entries to the slab depot, which appends slab journal entries and applies
-//! the deferred decrements. Full slab journal blocks go out after the journal they follow.
+//! async-unsafe, which writes the journal blocks and then flushes); write the journal blocks
+//! so they are durable on return: consecutive blocks
+//! (every batch but one that wraps the circular log) go out as one FUA write (`write_at_fua`,
+//! `RWF_DSYNC` on files), which makes only them durable, not every write other threads issued
+//! since the first flush; a wrapping batch is written block by block and flushed; then, in
+//! journal order, give the entries to the slab depot, which appends slab journal entries and
+//! applies the deferred decrements. Full slab journal blocks go out after the journal they follow.
 //! Writers that need durability wait on `commit`; whoever gets it next finds their point
 //! already durable or commits everything that queued meanwhile: that is the group commit.
 //!
@@ -21,7 +25,8 @@
 //! (their journals are, and keep their heads); one whose journal comes under pressure is
 //! scrubbed first.
 
-use uvdo_format::{Block, BlockType, JournalPoint, Pbn, SequenceNumber};
+use uvdo_format::{BLOCK_SIZE, Block, BlockType, JournalPoint, Pbn, SequenceNumber};
+use uvdo_io::aligned::AlignedBuf;
 
 use super::Volume;
 use super::stats::Counters;
@@ -60,12 +65,15 @@ impl Volume {
         let Some(batch) = self.meta.lock().journal.take_commit_batch() else {
             return Ok(false);
         };
-        if *self.policy.read() != ResolvedPolicy::AsyncUnsafe {
+        if *self.policy.read() == ResolvedPolicy::AsyncUnsafe {
+            // No flush before the journal, so the one after it is what makes the data durable.
+            self.write_metadata(&batch.blocks, BlockType::RecoveryJournal)?;
             self.flush_store()?;
+        } else {
+            self.flush_store()?;
+            self.write_journal_durably(&batch.blocks)?;
         }
-        self.write_metadata(&batch.blocks, BlockType::RecoveryJournal)?;
         Counters::add(&self.counters.bios_journal_write, batch.blocks.len() as u64);
-        self.flush_store()?;
         {
             let mut meta = self.meta.lock();
             meta.journal.mark_durable(&batch);
@@ -163,6 +171,40 @@ impl Volume {
         let mut meta = self.meta.lock();
         meta.depot.summary_durable();
         meta.journal.checkpoint_done();
+        Ok(())
+    }
+
+    /// Writes recovery journal blocks (in sequence order) and makes them durable: a run of
+    /// consecutive PBNs as one FUA write, otherwise (a batch that wraps the log) block by
+    /// block, then a flush. A failure puts the volume in read-only mode.
+    fn write_journal_durably(&self, blocks: &[(Pbn, Block)]) -> Result<(), VolumeError> {
+        let Some(&(first, _)) = blocks.first() else {
+            return Ok(());
+        };
+        let contiguous = blocks
+            .iter()
+            .enumerate()
+            .all(|(i, (pbn, _))| pbn.0 == first.0 + i as u64);
+        if !contiguous {
+            self.write_metadata(blocks, BlockType::RecoveryJournal)?;
+            return self.flush_store();
+        }
+        let written = if let [(_, block)] = blocks {
+            self.store.write_at_fua(first.byte_offset(), block)
+        } else {
+            let mut run = AlignedBuf::zeroed(blocks.len() * BLOCK_SIZE);
+            for (chunk, (_, block)) in run.chunks_exact_mut(BLOCK_SIZE).zip(blocks) {
+                chunk.copy_from_slice(block);
+            }
+            self.store.write_at_fua(first.byte_offset(), &run)
+        };
+        if let Err(e) = written {
+            let e = VolumeError::from(e);
+            self.enter_read_only(&e, Some(BlockType::RecoveryJournal), first);
+            return Err(e);
+        }
+        Counters::add(&self.counters.bios_meta_write, blocks.len() as u64);
+        Counters::bump(&self.counters.fua_out);
         Ok(())
     }
 

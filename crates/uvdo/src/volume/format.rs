@@ -1,6 +1,5 @@
 //! Formatting a store, opening a volume, closing it cleanly.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
@@ -26,6 +25,7 @@ use crate::config::{FormatConfig, OpenOptions, ResolvedPolicy};
 use crate::depot::SlabDepot;
 use crate::error::VolumeError;
 use crate::hash::Namer;
+use crate::int_hash::IntSet;
 use crate::journal::RecoveryJournal;
 
 /// What `format` laid out.
@@ -282,7 +282,7 @@ impl Volume {
             block_map,
             depot,
             journal,
-            writing: HashSet::new(),
+            writing: IntSet::default(),
         }));
         let mode = Arc::new(RwLock::new(mode));
         let super_block = Arc::new(Mutex::new(super_block));

@@ -28,7 +28,6 @@ mod scrubber;
 mod stats;
 mod write;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -47,6 +46,7 @@ use crate::config::ResolvedPolicy;
 use crate::depot::SlabDepot;
 use crate::error::VolumeError;
 use crate::hash::Namer;
+use crate::int_hash::IntSet;
 use crate::journal::{RecoveryJournal, scan};
 
 pub use audit::{AuditReport, CountMismatch};
@@ -67,7 +67,7 @@ struct Meta {
     depot: SlabDepot,
     journal: RecoveryJournal,
     /// Blocks allocated whose data write has not completed: never dedupe against them.
-    writing: HashSet<Pbn>,
+    writing: IntSet<Pbn>,
 }
 
 /// The operating mode and, in read-only mode, why.

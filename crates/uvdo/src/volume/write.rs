@@ -13,9 +13,12 @@
 //!
 //! The old mapping's reference is dropped only when the entry is durable (see commit.rs).
 
+use std::cell::RefCell;
+
 use uvdo_format::block_map_page::TREE_HEIGHT;
 use uvdo_format::recovery_journal::{EntryKind, RecoveryJournalEntry};
 use uvdo_format::{BLOCK_SIZE, Block, BlockType, JournalPoint, Lbn, Mapping, Pbn};
+use uvdo_io::aligned::AlignedBuf;
 
 use super::stats::Counters;
 use super::{Meta, Volume};
@@ -29,6 +32,16 @@ use crate::journal::{UNWRITTEN_BLOCKS_MAX, remap_entry};
 /// enough to batch many entries per flush, well below the bound that makes writers wait.
 const COMMIT_SOON_BLOCKS: usize = UNWRITTEN_BLOCKS_MAX / 4;
 use crate::zero::is_zero_block;
+
+thread_local! {
+    /// Where a dedupe candidate is read to be compared: reused, so a verify costs no 4 KiB
+    /// zeroing, and aligned, so an `O_DIRECT` store reads into it without a bounce.
+    static VERIFY_BUF: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::zeroed(BLOCK_SIZE));
+}
+
+/// A journal entry's point, and the sealed journal blocks waiting to be written just after it
+/// was appended. Ordered by point, so the maximum of a request's blocks is its last entry.
+type Appended = (JournalPoint, usize);
 
 /// What a remap did.
 enum Remapped {
@@ -110,10 +123,7 @@ impl Volume {
         for (lbn, within, len) in pieces {
             let point = if len == BLOCK_SIZE {
                 let _lbn = self.locks.lbn(lbn).write();
-                match self.remap(lbn, whole)? {
-                    Remapped::At(point) => Some(point),
-                    Remapped::Unchanged => None,
-                }
+                self.remap(lbn, whole)?
             } else {
                 self.modify_block(lbn, |block| block[within..within + len].fill(0))?
             };
@@ -124,8 +134,8 @@ impl Volume {
 
     /// Acknowledgement: wait for durability under sync or FUA; keep the unwritten journal
     /// bounded otherwise.
-    fn finish_update(&self, last: Option<JournalPoint>, fua: bool) -> Result<(), VolumeError> {
-        let Some(point) = last else {
+    fn finish_update(&self, last: Option<Appended>, fua: bool) -> Result<(), VolumeError> {
+        let Some((point, sealed)) = last else {
             return if fua {
                 self.commit_through(None)
             } else {
@@ -135,7 +145,6 @@ impl Volume {
         if fua || *self.policy.read() == ResolvedPolicy::Sync {
             return self.commit_through(Some(point));
         }
-        let sealed = self.meta.lock().journal.sealed_blocks();
         if sealed >= UNWRITTEN_BLOCKS_MAX {
             self.commit_through(Some(point))
         } else if sealed >= COMMIT_SOON_BLOCKS {
@@ -150,7 +159,7 @@ impl Volume {
         &self,
         lbn: Lbn,
         change: impl FnOnce(&mut Block),
-    ) -> Result<Option<JournalPoint>, VolumeError> {
+    ) -> Result<Option<Appended>, VolumeError> {
         let _lbn = self.locks.lbn(lbn).write();
         let mut block: Block = [0; BLOCK_SIZE];
         self.read_block_locked(lbn, &mut block)?;
@@ -159,11 +168,7 @@ impl Volume {
     }
 
     /// Writes one whole block; the caller holds the LBN's write lock.
-    fn write_block_locked(
-        &self,
-        lbn: Lbn,
-        block: &Block,
-    ) -> Result<Option<JournalPoint>, VolumeError> {
+    fn write_block_locked(&self, lbn: Lbn, block: &Block) -> Result<Option<Appended>, VolumeError> {
         let new = if is_zero_block(block) {
             Counters::bump(&self.counters.zero_blocks_written);
             Mapping::Zero
@@ -171,8 +176,8 @@ impl Volume {
             self.store_data(block)?
         };
         match self.remap(lbn, new) {
-            Ok(Remapped::At(point)) => Ok(Some(point)),
-            Ok(Remapped::Unchanged) => {
+            Ok(Some(appended)) => Ok(Some(appended)),
+            Ok(None) => {
                 self.release(new);
                 Ok(None)
             }
@@ -231,15 +236,20 @@ impl Volume {
                 return None;
             }
         }
-        let mut stored: Block = [0; BLOCK_SIZE];
-        let read = self.store.read_at(candidate.byte_offset(), &mut stored);
+        // No lock is held here but the LBN's and the name's; the reservation keeps the
+        // candidate from being freed and reused while it is read.
+        let read = VERIFY_BUF.with_borrow_mut(|stored| {
+            self.store
+                .read_at(candidate.byte_offset(), stored)
+                .map(|()| stored[..] == block[..])
+        });
         Counters::bump(&self.counters.bios_out_read);
         match read {
-            Ok(()) if stored == *block => {
+            Ok(true) => {
                 Counters::bump(&self.counters.dedupe_advice_valid);
                 Some(candidate)
             }
-            Ok(()) => {
+            Ok(false) => {
                 Counters::bump(&self.counters.dedupe_advice_stale);
                 self.index.forget(name, candidate);
                 self.meta.lock().depot.release(candidate);
@@ -300,19 +310,23 @@ impl Volume {
 
     /// Journals `lbn -> new` and updates the block map; checkpoints when the journal is full
     /// or the block map cache holds too many dirty pages.
-    fn remap(&self, lbn: Lbn, new: Mapping) -> Result<Remapped, VolumeError> {
+    ///
+    /// A journaled remap comes back with its point and the number of sealed journal blocks
+    /// seen under the same hold of `meta` (for [`Volume::finish_update`], which would
+    /// otherwise take the lock again); `None` when nothing changed.
+    fn remap(&self, lbn: Lbn, new: Mapping) -> Result<Option<Appended>, VolumeError> {
         let entries_needed = 1 + usize::from(TREE_HEIGHT);
         loop {
-            let (outcome, pressure) = {
+            let (outcome, pressure, sealed) = {
                 let _barrier = self.barrier.read();
                 let mut meta = self.meta.lock();
                 if !meta.journal.has_space(entries_needed) {
-                    (None, false)
+                    (None, false, 0)
                 } else {
                     let outcome = self.remap_in(&mut meta, lbn, new);
                     let pressure =
                         meta.block_map.over_budget() || meta.depot.needs_ref_count_writes();
-                    (Some(outcome), pressure)
+                    (Some(outcome), pressure, meta.journal.sealed_blocks())
                 }
             };
             match outcome {
@@ -324,7 +338,10 @@ impl Volume {
                     if pressure {
                         self.checkpoint(false)?;
                     }
-                    return Ok(outcome);
+                    return Ok(match outcome {
+                        Remapped::At(point) => Some((point, sealed)),
+                        Remapped::Unchanged => None,
+                    });
                 }
                 None => {
                     Counters::bump(&self.counters.journal_disk_full);
