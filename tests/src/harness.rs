@@ -129,9 +129,11 @@ pub fn progress(spans: &[(usize, usize)], event: usize) -> Progress {
     }
 }
 
-/// The crash plans tried at a point with `pending` writes not yet flushed.
+/// The crash plans tried at a point with writes not yet flushed, given their lengths in
+/// sectors (a data run is many blocks, a metadata write one).
 #[must_use]
-pub fn plans(pending: usize, seed: u64) -> Vec<CrashPlan> {
+pub fn plans(pending_sectors: &[usize], seed: u64) -> Vec<CrashPlan> {
+    let pending = pending_sectors.len();
     let mut plans = vec![CrashPlan::KeepNone];
     if pending == 0 {
         return plans;
@@ -150,12 +152,15 @@ pub fn plans(pending: usize, seed: u64) -> Vec<CrashPlan> {
                 .collect();
             plans.push(CrashPlan::Explicit(fates));
         }
-        for torn in 0..pending {
-            for sectors in [0x0f_u64, 0xf0, 0x01] {
+        for (torn, &count) in pending_sectors.iter().enumerate() {
+            for sectors in torn_patterns(count) {
                 let fates = (0..pending)
                     .map(|i| {
                         if i == torn {
-                            PendingFate::torn_mask(sectors, 8)
+                            PendingFate::Torn {
+                                sectors: sectors.clone(),
+                                half: None,
+                            }
                         } else {
                             PendingFate::Applied
                         }
@@ -168,6 +173,21 @@ pub fn plans(pending: usize, seed: u64) -> Vec<CrashPlan> {
         plans.extend((0..SEEDED_PLANS).map(|k| CrashPlan::Seeded(seed ^ (k << 32))));
     }
     plans
+}
+
+/// Which sectors of a torn write of `count` sectors reach the media: its first half, its
+/// second half, its first sector alone, and (for writes of several 4 KiB blocks) every other
+/// block.
+fn torn_patterns(count: usize) -> Vec<Vec<bool>> {
+    let mut patterns = vec![
+        (0..count).map(|s| s < count / 2).collect(),
+        (0..count).map(|s| s >= count / 2).collect(),
+        (0..count).map(|s| s == 0).collect(),
+    ];
+    if count > 8 {
+        patterns.push((0..count).map(|s| (s / 8) % 2 == 0).collect());
+    }
+    patterns
 }
 
 /// Recovers the crash state and checks the contract; returns what every LBN reads.
@@ -332,8 +352,13 @@ pub fn check_workload(
     let last = recorded.store.event_count();
     let context = |f: Failure| format!("seed {seed}, {policy:?}, workload {ops:?}: {f}");
     for event in recorded.first_event.saturating_sub(1)..last {
-        let pending = recorded.store.pending_count_at(event);
-        for (k, plan) in plans(pending, seed ^ event as u64).iter().enumerate() {
+        let sectors: Vec<usize> = recorded
+            .store
+            .pending_writes_at(event)
+            .iter()
+            .map(|w| usize::try_from(w.len / 512).expect("small"))
+            .collect();
+        for (k, plan) in plans(&sectors, seed ^ event as u64).iter().enumerate() {
             let once = check(&recorded, ops, policy, lbns, event, plan).map_err(context)?;
             tally.states += 1;
             if recovery_sample.is_some_and(|n| k == 0 && event % n == 0) {

@@ -78,6 +78,46 @@ pub enum IoError {
     },
 }
 
+/// A copy for reporting one failure to several callers (`std::io::Error` is not `Clone`: the
+/// copy keeps the OS error code, or the kind and message).
+impl Clone for IoError {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Device {
+                op,
+                offset,
+                len,
+                source,
+            } => Self::Device {
+                op: *op,
+                offset: *offset,
+                len: *len,
+                source: source.raw_os_error().map_or_else(
+                    || std::io::Error::new(source.kind(), source.to_string()),
+                    std::io::Error::from_raw_os_error,
+                ),
+            },
+            Self::OutOfRange {
+                op,
+                offset,
+                len,
+                size_bytes,
+            } => Self::OutOfRange {
+                op: *op,
+                offset: *offset,
+                len: *len,
+                size_bytes: *size_bytes,
+            },
+            Self::Misaligned { op, offset, len } => Self::Misaligned {
+                op: *op,
+                offset: *offset,
+                len: *len,
+            },
+            Self::Unsupported { op } => Self::Unsupported { op: *op },
+        }
+    }
+}
+
 impl IoError {
     /// The POSIX errno that best describes this error, for the layers that must report one.
     #[must_use]

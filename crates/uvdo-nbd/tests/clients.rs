@@ -244,6 +244,8 @@ fn fio_verify_and_dedupe() {
             "--verify=crc32c",
         ])
         .args(["--verify_fatal=1", "--do_verify=1", "--fsync=64"])
+        // fio would otherwise leave its verify state file in the working directory.
+        .arg("--verify_state_save=0")
         .args(common_args)
         .arg(&uri));
     let before = fx.volume.stats();

@@ -44,6 +44,7 @@ pub mod error;
 mod hash;
 mod int_hash;
 mod journal;
+mod staging;
 mod volume;
 pub mod zero;
 

@@ -26,7 +26,7 @@ use common::{BLOCK, BLOCK_U64, Data, read_block, unique_block, write_block};
 use uvdo::{FormatConfig, OpenOptions, OperatingMode, Volume, VolumeError};
 use uvdo_format::geometry::Geometry;
 use uvdo_format::layout::{Layout, RegionId};
-use uvdo_format::super_block::{ReadOnlyReason, SuperBlock};
+use uvdo_format::super_block::{ReadOnlyReason, SuperBlock, WritePolicy};
 use uvdo_format::{BlockCount, BlockType, Problem, SlabNumber};
 use uvdo_io::Storage;
 use uvdo_io::sim::{FaultEffect, FaultRule, SimStore, Trigger};
@@ -194,18 +194,46 @@ fn dedupe_verify_read_eio_stores_the_write_as_a_new_block() {
 
 #[test]
 fn data_write_eio_fails_the_write_and_enters_read_only_for_good() {
+    data_write_eio(WritePolicy::Sync);
+}
+
+#[test]
+fn data_write_eio_after_the_ack_fails_the_flush_and_enters_read_only_for_good() {
+    data_write_eio(WritePolicy::Async);
+}
+
+/// A data write fails with EIO: under sync the write that waits for it fails; under async
+/// the write was acknowledged from the staging, and the flush that writes it fails. Either
+/// way the volume is read-only for good, and reads still return what was acknowledged.
+fn data_write_eio(policy: WritePolicy) {
     let (store, volume) = new_volume();
+    volume
+        .set_write_policy(policy, Some(true))
+        .expect("set policy");
     let data = unique_block(1);
     write_block(&volume, 0, &data);
     volume.flush().expect("flush");
     write_block(&volume, 2, &unique_block(2));
     let depot = region(RegionId::SlabDepot).start..STORE_BYTES;
     store.inject(FaultRule::new(Trigger::Countdown(1), FaultEffect::WriteError).in_range(depot));
-    assert_errno(
-        volume.write(BLOCK_U64, &unique_block(3), false),
-        libc::EIO,
-        "write",
-    );
+    let third = unique_block(3);
+    let written = volume.write(BLOCK_U64, &third, false);
+    if policy == WritePolicy::Sync {
+        assert_errno(written, libc::EIO, "write");
+    } else {
+        written.expect("an async write is acknowledged before its data is written");
+        assert_eq!(
+            read_block(&volume, 1),
+            third,
+            "an acknowledged write reads back"
+        );
+        assert_errno(volume.flush(), libc::EIO, "the flush that writes the data");
+        assert_eq!(
+            read_block(&volume, 1),
+            third,
+            "read-only mode still reads back what was acknowledged, never the store's garbage"
+        );
+    }
     assert_read_only(&volume, 0, &data);
     assert_errno(volume.flush(), libc::EROFS, "flush in read-only mode");
     let reason = persisted_reason(&*store).expect("reason persisted");

@@ -2,7 +2,7 @@
 
 use uvdo::{ExtentKind, Volume};
 
-use super::errno::nbd_errno;
+use super::errno::{log_failure, nbd_errno};
 use super::negotiate::Session;
 use crate::proto::reply::{BlockDescriptor, EXTENTS_PER_CHUNK_MAX, STATE_HOLE, STATE_ZERO};
 use crate::proto::request::{Command, FLAG_DF, FLAG_FUA, FLAG_REQ_ONE, Request};
@@ -81,12 +81,18 @@ pub(crate) fn check(r: &Request, session: Session, size: u64) -> Result<(), Fail
     Ok(())
 }
 
-/// Runs a checked request; `payload` is a WRITE's data.
-pub(crate) fn run(volume: &Volume, r: &Request, payload: &[u8]) -> Answer {
+/// Runs a checked request; `payload` is a WRITE's data, and a READ's answer takes
+/// `read_buffer` (a worker's, handed back after the reply is sent) for its data.
+pub(crate) fn run(
+    volume: &Volume,
+    r: &Request,
+    payload: &[u8],
+    read_buffer: &mut Vec<u8>,
+) -> Answer {
     let fua = r.flags & FLAG_FUA != 0;
     let len = u64::from(r.length);
     let result = match r.command {
-        Command::Read => return read(volume, r),
+        Command::Read => return read(volume, r, std::mem::take(read_buffer)),
         Command::BlockStatus => return block_status(volume, r),
         Command::Write => volume.write(r.offset, payload, fua),
         Command::Trim => volume
@@ -102,32 +108,34 @@ pub(crate) fn run(volume: &Volume, r: &Request, payload: &[u8]) -> Answer {
     };
     match result {
         Ok(()) => Answer::Done,
-        Err(e) => Answer::Failed((nbd_errno(&e), e.to_string())),
+        Err(e) => failed(&e, r),
     }
 }
 
-fn read(volume: &Volume, r: &Request) -> Answer {
-    let mut data = vec![0; r.length as usize];
+/// The answer for a failed volume call, logged (see [`log_failure`]).
+fn failed(e: &uvdo::VolumeError, r: &Request) -> Answer {
+    log_failure(e, format_args!("{:?} {}+{}", r.command, r.offset, r.length));
+    Answer::Failed((nbd_errno(e), e.to_string()))
+}
+
+/// A READ into `data` (a reused buffer, zeroed only where it grows: every byte is written),
+/// with the runs that held no data as holes, from the same block map lookups.
+fn read(volume: &Volume, r: &Request, mut data: Vec<u8>) -> Answer {
+    data.resize(r.length as usize, 0);
     let one_chunk = r.flags & FLAG_DF != 0;
-    let extents = match volume.block_status(r.offset, r.length.into()) {
+    let extents = match volume.read_extents(r.offset, &mut data) {
         Ok(extents) => extents,
-        Err(e) => return Answer::Failed((nbd_errno(&e), e.to_string())),
+        Err(e) => return failed(&e, r),
     };
-    let mut holes = Vec::new();
-    for e in extents {
-        let at = usize::try_from(e.offset - r.offset).expect("within a 32 MiB read");
-        let n = usize::try_from(e.len).expect("within a 32 MiB read");
-        if e.kind == ExtentKind::Data {
-            if let Err(err) = volume.read(e.offset, &mut data[at..at + n]) {
-                return Answer::Failed((nbd_errno(&err), err.to_string()));
-            }
-        } else {
-            holes.push((
-                u32::try_from(at).expect("within a 32 MiB read"),
-                u32::try_from(n).expect("within a 32 MiB read"),
-            ));
-        }
-    }
+    let holes = extents
+        .iter()
+        .filter(|e| e.kind != ExtentKind::Data)
+        .map(|e| {
+            let at = u32::try_from(e.offset - r.offset).expect("within a 32 MiB read");
+            let n = u32::try_from(e.len).expect("within a 32 MiB read");
+            (at, n)
+        })
+        .collect();
     Answer::Read {
         offset: r.offset,
         data,
@@ -140,7 +148,7 @@ fn block_status(volume: &Volume, r: &Request) -> Answer {
     let len = r.length.min(BLOCK_STATUS_SPAN_BYTES_MAX);
     let extents = match volume.block_status(r.offset, len.into()) {
         Ok(extents) => extents,
-        Err(e) => return Answer::Failed((nbd_errno(&e), e.to_string())),
+        Err(e) => return failed(&e, r),
     };
     let limit = if r.flags & FLAG_REQ_ONE != 0 {
         1

@@ -33,14 +33,30 @@ impl Gate {
         state.1 += bytes;
     }
 
+    /// Admits a request holding `bytes` if there is room now, without waiting.
+    pub(crate) fn try_enter(&self, bytes: u64) -> bool {
+        let mut state = self.state.lock();
+        let room = state.0 < self.requests_max && state.1 + bytes <= self.bytes_max;
+        if room {
+            state.0 += 1;
+            state.1 += bytes;
+        }
+        room
+    }
+
     /// A request admitted with `bytes` was answered.
     pub(crate) fn leave(&self, bytes: u64) {
+        self.leave_many(1, bytes);
+    }
+
+    /// `requests` admitted with `bytes` in total were answered.
+    pub(crate) fn leave_many(&self, requests: usize, bytes: u64) {
         let mut state = self.state.lock();
         assert!(
-            state.0 >= 1 && state.1 >= bytes,
+            state.0 >= requests && state.1 >= bytes,
             "leaving a gate not entered"
         );
-        state.0 -= 1;
+        state.0 -= requests;
         state.1 -= bytes;
         self.changed.notify_all();
     }

@@ -1,5 +1,5 @@
-//! The threaded NBD server: an accept thread, and per connection a handshake, a reader and a
-//! bounded worker pool (see `connection.rs`).
+//! The threaded NBD server: an accept thread, and per connection a handshake and a pool of
+//! workers that take turns reading requests (see `connection.rs`).
 //!
 //! Shutdown ([`ServerHandle::shutdown`]): stop accepting, shut the read side of every
 //! connection (its reader sees end of stream, as after DISC), let the workers finish and
@@ -35,10 +35,9 @@ const ACCEPT_POLL_MS: u16 = 100;
 pub struct ServeConfig {
     /// The export's name ("" is always accepted as the default export too).
     pub export_name: String,
-    /// Worker threads per connection: requests run in parallel up to this many.
+    /// Worker threads per connection (the connection's own thread is one): requests are
+    /// read, run and answered in parallel up to this many; more wait in the socket.
     pub workers_per_connection: usize,
-    /// Requests queued per connection beyond those running; the reader waits when full.
-    pub queued_requests_max: usize,
     /// Payload bytes held by one connection's admitted requests (a single request of up to
     /// 32 MiB is always admitted once the connection is idle).
     pub in_flight_bytes_max: u64,
@@ -57,7 +56,6 @@ impl Default for ServeConfig {
         Self {
             export_name: String::new(),
             workers_per_connection: 4,
-            queued_requests_max: 32,
             in_flight_bytes_max: 64 << 20,
             connections_max: 64,
             handshake_timeout: Duration::from_secs(10),

@@ -225,14 +225,17 @@ impl Volume {
         Ok(())
     }
 
-    /// Flushes the store; a failure puts the volume in read-only mode (after a failed flush
-    /// nothing is known about what reached the media).
+    /// Writes every staged data block, then flushes the store; a failure puts the volume in
+    /// read-only mode (after a failed flush nothing is known about what reached the media).
     pub(crate) fn flush_store(&self) -> Result<(), VolumeError> {
         Counters::bump(&self.counters.flushes_out);
-        self.store.flush().map_err(|e| {
-            let e = VolumeError::from(e);
-            self.enter_read_only(&e, None, Pbn(0));
-            e
-        })
+        self.staging
+            .drain(&*self.store)
+            .and_then(|()| self.store.flush())
+            .map_err(|e| {
+                let e = VolumeError::from(e);
+                self.enter_read_only(&e, None, Pbn(0));
+                e
+            })
     }
 }

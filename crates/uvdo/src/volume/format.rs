@@ -27,6 +27,7 @@ use crate::error::VolumeError;
 use crate::hash::Namer;
 use crate::int_hash::IntSet;
 use crate::journal::RecoveryJournal;
+use crate::staging::Staging;
 
 /// What `format` laid out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -312,6 +313,7 @@ impl Volume {
             counters: Counters::default(),
             scrubber,
             scrub_thread: Mutex::new(None),
+            staging: Staging::default(),
         };
         if !read_only {
             // After recovery this is step 5: the next epoch and the new journal head become

@@ -48,6 +48,7 @@ use crate::error::VolumeError;
 use crate::hash::Namer;
 use crate::int_hash::IntSet;
 use crate::journal::{RecoveryJournal, scan};
+use crate::staging::Staging;
 
 pub use audit::{AuditReport, CountMismatch};
 pub use format::FormatSummary;
@@ -106,6 +107,8 @@ pub struct Volume {
     /// Rebuilds unrecovered slabs in recovering mode.
     scrubber: Arc<Scrubber>,
     scrub_thread: Mutex<Option<JoinHandle<()>>>,
+    /// New data blocks not yet written to the store (see `staging.rs`).
+    staging: Staging,
 }
 
 impl Volume {

@@ -239,11 +239,9 @@ impl Volume {
         // No lock is held here but the LBN's and the name's; the reservation keeps the
         // candidate from being freed and reused while it is read.
         let read = VERIFY_BUF.with_borrow_mut(|stored| {
-            self.store
-                .read_at(candidate.byte_offset(), stored)
+            self.read_data(candidate, stored)
                 .map(|()| stored[..] == block[..])
         });
-        Counters::bump(&self.counters.bios_out_read);
         match read {
             Ok(true) => {
                 Counters::bump(&self.counters.dedupe_advice_valid);
@@ -287,7 +285,7 @@ impl Volume {
                 }
             }
         };
-        let written = self.store.write_at(pbn.byte_offset(), block);
+        let written = self.staging.stage(&*self.store, pbn, block);
         Counters::bump(&self.counters.bios_out_write);
         {
             let mut meta = self.meta.lock();
