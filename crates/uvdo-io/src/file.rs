@@ -76,10 +76,6 @@ pub struct FileStore {
     rmw_lock: RwLock<()>,
     /// False once the kernel refused `RWF_DSYNC`.
     dsync_writes: AtomicBool,
-    /// The same file opened with `O_DIRECT`, for [`Storage::write_data_at`] when the store
-    /// itself is buffered; `None` when the filesystem refuses `O_DIRECT` (tmpfs) or the store
-    /// is read-only or direct already.
-    data_file: Option<File>,
     /// What the device under the path says about its write cache, read at open.
     write_cache: crate::write_cache::WriteCache,
 }
@@ -117,15 +113,6 @@ impl FileStore {
             options.custom_flags(libc::O_DIRECT);
         }
         let file = options.open(path).map_err(open_error)?;
-        let data_file = (!opts.direct && !opts.read_only)
-            .then(|| {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_DIRECT)
-                    .open(path)
-                    .ok()
-            })
-            .flatten();
         let meta = file.metadata().map_err(open_error)?;
         let (kind, size_bytes) = if meta.file_type().is_block_device() {
             (FileKind::BlockDevice, block_device_size(&file)?)
@@ -146,7 +133,6 @@ impl FileStore {
             size_bytes: AtomicU64::new(size_bytes - size_bytes % SECTOR_SIZE as u64),
             rmw_lock: RwLock::new(()),
             dsync_writes: AtomicBool::new(true),
-            data_file,
             write_cache: crate::write_cache::detect_write_cache(path),
         })
     }
@@ -369,24 +355,6 @@ impl Storage for FileStore {
         })
     }
 
-    fn write_data_at(&self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
-        let aligned = offset.is_multiple_of(ALIGNMENT_BYTES as u64)
-            && buf.len().is_multiple_of(ALIGNMENT_BYTES)
-            && buf.as_ptr().addr().is_multiple_of(ALIGNMENT_BYTES);
-        match &self.data_file {
-            Some(direct) if aligned => {
-                let len = buf.len() as u64;
-                check_range(IoOp::Write, offset, len, self.size_bytes())?;
-                // The kernel writes back and drops any cached pages of the range around a
-                // direct write, so later buffered reads see these bytes.
-                direct
-                    .write_all_at(buf, offset)
-                    .map_err(|source| device_error(IoOp::Write, offset, len, source))
-            }
-            _ => self.write_at(offset, buf),
-        }
-    }
-
     fn flush(&self) -> Result<(), IoError> {
         self.datasync()
     }
@@ -485,34 +453,6 @@ mod tests {
             ..FileOptions::default()
         };
         FileStore::open(&dir.path().join("store"), &opts).unwrap()
-    }
-
-    #[test]
-    fn direct_data_writes_are_seen_by_buffered_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = scratch(&dir, 1 << 20, false);
-        let old = AlignedBuf::copy_of(&[1; 8192]);
-        store.write_at(4096, &old).unwrap();
-        let mut cached = [0; 8192];
-        store.read_at(4096, &mut cached).unwrap();
-        assert_eq!(cached, [1; 8192], "now in the page cache");
-        let new = AlignedBuf::copy_of(&[2; 8192]);
-        store.write_data_at(4096, &new).unwrap();
-        let mut back = [0; 8192];
-        store.read_at(4096, &mut back).unwrap();
-        assert_eq!(
-            back,
-            [2; 8192],
-            "direct write on {:?}",
-            store.data_file.is_some()
-        );
-        // Misaligned buffers fall back to the buffered path.
-        let mut odd = vec![0_u8; 4097];
-        odd[1..].fill(3);
-        store.write_data_at(0, &odd[1..]).unwrap();
-        let mut first = [0; 4096];
-        store.read_at(0, &mut first).unwrap();
-        assert_eq!(first, [3; 4096]);
     }
 
     #[test]

@@ -127,10 +127,6 @@ impl Storage for OpenedStore {
         self.store().write_at(offset, buf)
     }
 
-    fn write_data_at(&self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
-        self.store().write_data_at(offset, buf)
-    }
-
     fn write_at_fua(&self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
         self.store().write_at_fua(offset, buf)
     }

@@ -41,19 +41,6 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         self.flush()
     }
 
-    /// Writes whole new data blocks at `offset` (a multiple of 4096) from `buf` (4096-aligned,
-    /// a multiple of 4096 long), bypassing caches where the store can (`O_DIRECT` on files):
-    /// data the engine keeps no use for in the page cache. Durable like [`Storage::write_at`].
-    ///
-    /// The default is [`Storage::write_at`].
-    ///
-    /// # Errors
-    ///
-    /// An [`IoError`] naming the operation and the range.
-    fn write_data_at(&self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
-        self.write_at(offset, buf)
-    }
-
     /// Makes every completed write durable.
     ///
     /// # Errors

@@ -168,10 +168,6 @@ impl Storage for UringStore {
         self.file.write_at(offset, buf)
     }
 
-    fn write_data_at(&self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
-        self.file.write_data_at(offset, buf)
-    }
-
     fn write_at_fua(&self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
         self.file.write_at_fua(offset, buf)
     }

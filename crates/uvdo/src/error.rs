@@ -5,7 +5,7 @@ use uvdo_format::{FormatError, Lbn, Pbn};
 use uvdo_io::IoError;
 
 /// An engine operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum VolumeError {
     /// The volume is in read-only mode; writes, trims and zeroing are refused.
     #[error("the volume is read-only: {reason}")]

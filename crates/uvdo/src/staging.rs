@@ -3,9 +3,11 @@
 //! The depot allocates new blocks sequentially, so the blocks written in a short span of time
 //! sit side by side. A write copies its block into the open run (a window of
 //! [`RUN_BLOCKS`] aligned PBNs) and returns; the run goes to the store as one write per
-//! stretch of filled blocks, with `Storage::write_data_at` (`O_DIRECT` on files, so new data
-//! costs neither a page cache copy nor write-back work later), when a block outside its window
-//! arrives, when it is full, or when the engine drains the staging before a flush.
+//! stretch of filled blocks when a block outside its window arrives, when it is full, or when
+//! the engine drains the staging before a flush: one system call for up to 64 blocks instead
+//! of one each. (Writing runs with `O_DIRECT` was tried and dropped: it leaves the new data
+//! out of the page cache, and random reads of it then went to the device at a quarter of the
+//! speed, docs/BENCHMARKS.md.)
 //!
 //! Until its run's write has completed, a staged block is read from here: `read` answers for
 //! it, and reads and dedupe verifies ask it first. A run whose write failed stays here, so
@@ -73,7 +75,7 @@ impl Run {
                 .unwrap_or(RUN_BLOCKS);
             let bytes = usize::try_from(slot).expect("small") * BLOCK_SIZE
                 ..usize::try_from(end).expect("small") * BLOCK_SIZE;
-            store.write_data_at(Pbn(self.base + slot).byte_offset(), &self.data[bytes])?;
+            store.write_at(Pbn(self.base + slot).byte_offset(), &self.data[bytes])?;
             slot = end;
         }
         Ok(())

@@ -124,3 +124,45 @@ fn an_inspection_open_writes_nothing_and_still_counts() {
         );
     }
 }
+
+/// Under the sync policy, a batch of writes shares one commit; the same writes one by one
+/// commit each. Every write of the batch reads back, and survives a crash (drop) at once.
+#[test]
+fn a_batch_of_sync_writes_shares_one_commit() {
+    let store: Arc<dyn Storage> = Arc::new(MemoryStore::new(4 << 20));
+    Volume::format(&*store, &FormatConfig::tiny(BlockCount(4096))).unwrap();
+    let volume = Volume::open(Arc::clone(&store), &OpenOptions::default()).unwrap();
+    volume
+        .set_write_policy(uvdo_format::super_block::WritePolicy::Sync, Some(true))
+        .unwrap();
+    let blocks: Vec<Vec<u8>> = (0..16_u8).map(|i| block(i * 3 + 1)).collect();
+    let before = volume.stats();
+    for (lbn, data) in blocks.iter().enumerate() {
+        volume.write(lbn as u64 * 4096, data, false).unwrap();
+    }
+    let one_by_one = volume.stats().bios_journal_write - before.bios_journal_write;
+    let batch: Vec<(u64, &[u8], bool)> = blocks
+        .iter()
+        .enumerate()
+        .map(|(i, data)| ((16 + i as u64) * 4096, data.as_slice(), false))
+        .collect();
+    let before = volume.stats();
+    let results = volume.write_many(&batch);
+    let batched = volume.stats().bios_journal_write - before.bios_journal_write;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(one_by_one >= 16, "each sync write commits: {one_by_one}");
+    assert!(
+        batched <= 2,
+        "one commit for the batch: {batched} journal writes"
+    );
+    // A bad request in the batch fails alone.
+    let bad = volume.write_many(&[(512 * 4096 * 4096, &blocks[0], false), batch[0]]);
+    assert!(bad[0].is_err() && bad[1].is_ok(), "{bad:?}");
+    drop(volume);
+    let volume = Volume::open(Arc::clone(&store), &OpenOptions::default()).unwrap();
+    let mut buf = vec![0; 4096];
+    for (i, data) in blocks.iter().enumerate() {
+        volume.read((16 + i as u64) * 4096, &mut buf).unwrap();
+        assert_eq!(&buf, data, "batched write {i} is durable");
+    }
+}

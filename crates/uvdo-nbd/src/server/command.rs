@@ -112,6 +112,24 @@ pub(crate) fn run(
     }
 }
 
+/// Runs consecutive checked WRITEs (each with its data) as one batch on the volume: under the
+/// sync policy or with FUA, one commit makes them all durable before any is answered.
+pub(crate) fn run_writes(volume: &Volume, writes: &[(&Request, &[u8])]) -> Vec<Answer> {
+    let calls: Vec<(u64, &[u8], bool)> = writes
+        .iter()
+        .map(|(r, data)| (r.offset, *data, r.flags & FLAG_FUA != 0))
+        .collect();
+    volume
+        .write_many(&calls)
+        .into_iter()
+        .zip(writes)
+        .map(|(result, (r, _))| match result {
+            Ok(()) => Answer::Done,
+            Err(e) => failed(&e, r),
+        })
+        .collect()
+}
+
 /// The answer for a failed volume call, logged (see [`log_failure`]).
 fn failed(e: &uvdo::VolumeError, r: &Request) -> Answer {
     log_failure(e, format_args!("{:?} {}+{}", r.command, r.offset, r.length));

@@ -166,16 +166,27 @@ impl Connection {
                 return;
             }
             answers.clear();
-            for (request, range) in &batch.requests {
+            let mut requests = batch.requests.as_slice();
+            while let Some((request, _)) = requests.first() {
+                // A run of WRITEs goes to the volume as one batch (one commit where one is
+                // needed); anything else runs on its own.
+                let writes = requests
+                    .iter()
+                    .take_while(|(r, _)| r.command == Command::Write)
+                    .count();
+                if writes > 0 {
+                    let run: Vec<(&Request, &[u8])> = requests[..writes]
+                        .iter()
+                        .map(|(r, range)| (r, &batch.payload[range.clone()]))
+                        .collect();
+                    answers.extend(command::run_writes(&self.volume, &run));
+                    requests = &requests[writes..];
+                    continue;
+                }
                 let mut buffer = read_buffers.pop().unwrap_or_default();
-                let answer = command::run(
-                    &self.volume,
-                    request,
-                    &batch.payload[range.clone()],
-                    &mut buffer,
-                );
+                answers.push(command::run(&self.volume, request, &[], &mut buffer));
                 read_buffers.push(buffer);
-                answers.push(answer);
+                requests = &requests[1..];
             }
             let replies: Vec<Reply<'_>> = batch
                 .requests

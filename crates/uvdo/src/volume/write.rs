@@ -59,6 +59,42 @@ impl Volume {
     ///
     /// `InvalidArgument` for a bad range, `ReadOnly`, `NoSpace`, or a store error.
     pub fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), VolumeError> {
+        let last = self.write_unacknowledged(offset, data, fua)?;
+        self.finish_update(last, fua)
+    }
+
+    /// Writes several requests (byte offset, data, FUA) in order and acknowledges them
+    /// together: where the policy or a FUA asks for durability, one commit covers them all
+    /// (a group commit within the batch, as an NBD server that takes many requests at once
+    /// needs). Each request gets its own result; a failed commit fails every request that
+    /// was waiting for it.
+    pub fn write_many(&self, writes: &[(u64, &[u8], bool)]) -> Vec<Result<(), VolumeError>> {
+        let mut results = Vec::with_capacity(writes.len());
+        let mut last = None;
+        let mut fua = false;
+        for &(offset, data, request_fua) in writes {
+            let written = self.write_unacknowledged(offset, data, request_fua);
+            if let Ok(point) = written {
+                last = last.max(point);
+                fua |= request_fua;
+            }
+            results.push(written.map(|_| ()));
+        }
+        if let Err(e) = self.finish_update(last, fua) {
+            for result in results.iter_mut().filter(|r| r.is_ok()) {
+                *result = Err(e.clone());
+            }
+        }
+        results
+    }
+
+    /// A write up to its acknowledgement: every block stored and journaled in memory.
+    fn write_unacknowledged(
+        &self,
+        offset: u64,
+        data: &[u8],
+        fua: bool,
+    ) -> Result<Option<Appended>, VolumeError> {
         let pieces = self.pieces(offset, data.len() as u64)?;
         self.check_writable()?;
         Counters::bump(&self.counters.bios_in_write);
@@ -82,7 +118,7 @@ impl Volume {
             };
             last = last.max(point);
         }
-        self.finish_update(last, fua)
+        Ok(last)
     }
 
     /// Unmaps the range: it reads as zeros and frees its blocks. Partial blocks are zeroed.
