@@ -196,3 +196,30 @@ fn no_space_while_allocating_tree_pages_leaks_nothing() {
     assert_audit_clean(&volume, "after reopen");
     volume.close().expect("close");
 }
+
+/// Blocks freed by a trim that is not committed yet come free when an allocation needs them:
+/// the write that finds no free block commits first, instead of failing with `NoSpace`.
+#[test]
+fn a_full_volume_commits_to_reuse_blocks_freed_since_the_last_commit() {
+    let store = memory_store(2 << 20);
+    Volume::format(&*store, &common::tiny(4096)).expect("format");
+    let volume =
+        Volume::open(std::sync::Arc::clone(&store), &OpenOptions::default()).expect("open");
+    let written = fill(&volume, 4096);
+    volume.flush().expect("flush");
+    assert_eq!(volume.stats().free_blocks, 0);
+    volume.trim(10 * BLOCK_U64, 4 * BLOCK_U64).expect("trim");
+    for i in 0..4 {
+        write_block(&volume, 10 + i, &unique_block((1 << 43) + i));
+    }
+    assert_no_space(
+        volume.write(written * BLOCK_U64, &unique_block(1 << 44), false),
+        "a fifth new block",
+    );
+    for i in 0..4 {
+        assert!(read_block(&volume, 10 + i) == unique_block((1 << 43) + i));
+    }
+    volume.flush().expect("flush");
+    assert_audit_clean(&volume, "after reusing trimmed blocks");
+    volume.close().expect("close");
+}

@@ -185,6 +185,12 @@ impl RecoveryJournal {
         self.sealed.len()
     }
 
+    /// Whether entries were appended that no commit has taken yet (their deferred decrements,
+    /// which free blocks, wait for that commit).
+    pub(crate) fn has_uncommitted(&self) -> bool {
+        !self.active.entries.is_empty() || !self.sealed.is_empty()
+    }
+
     /// Takes every appended entry for writing, closing the active block. `None` when there is
     /// nothing to write.
     pub(crate) fn take_commit_batch(&mut self) -> Option<CommitBatch> {

@@ -313,6 +313,8 @@ impl Volume {
                 Ok(pbn) => break pbn,
                 // Recovering: room may be in a slab not yet scrubbed; scrub one and retry.
                 Err(VolumeError::NoSpace { .. }) if self.scrub_now(false)? => {}
+                // Blocks freed by remaps not yet committed come free at the commit.
+                Err(VolumeError::NoSpace { .. }) if self.commit_to_free()? => {}
                 Err(e) => {
                     if matches!(e, VolumeError::NoSpace { .. }) {
                         Counters::bump(&self.counters.no_space_errors);
@@ -340,6 +342,17 @@ impl Volume {
             self.index.insert(name, pbn);
         }
         Ok(Mapping::Data(pbn))
+    }
+
+    /// Commits when appended entries wait for a commit, which applies their deferred
+    /// decrements and so frees the blocks they unmapped; returns whether it committed (and
+    /// an allocation is worth retrying).
+    fn commit_to_free(&self) -> Result<bool, VolumeError> {
+        if !self.meta.lock().journal.has_uncommitted() {
+            return Ok(false);
+        }
+        self.commit_through(None)?;
+        Ok(true)
     }
 
     /// Journals `lbn -> new` and updates the block map; checkpoints when the journal is full
