@@ -46,8 +46,8 @@ struct Args {
     /// Print why handshakes end early.
     #[arg(long)]
     verbose: bool,
-    /// Worker threads per connection.
-    #[arg(long, default_value_t = 4)]
+    /// Worker threads per connection (each takes a batch of queued requests at a time).
+    #[arg(long, default_value_t = 2)]
     workers: usize,
 }
 

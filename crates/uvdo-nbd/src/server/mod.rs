@@ -55,7 +55,8 @@ impl Default for ServeConfig {
     fn default() -> Self {
         Self {
             export_name: String::new(),
-            workers_per_connection: 4,
+            // Two: each takes a batch of requests, so more mostly wait on each other (2 cores).
+            workers_per_connection: 2,
             in_flight_bytes_max: 64 << 20,
             connections_max: 64,
             handshake_timeout: Duration::from_secs(10),
