@@ -188,6 +188,7 @@ job_args() {
     sr1m) echo "--rw=read --bs=1M --iodepth=8 $timed" ;;
     rw4k-u) echo "--rw=randwrite --bs=4k --iodepth=32 --refill_buffers --dedupe_percentage=0 $timed" ;;
     rw4k-d90) echo "--rw=randwrite --bs=4k --iodepth=32 --refill_buffers --dedupe_percentage=90 $timed" ;;
+    rw4k-d100) echo "--rw=randwrite --bs=4k --iodepth=32 --refill_buffers --dedupe_percentage=100 $timed" ;;
     sw1m-d50) echo "--rw=write --bs=1M --iodepth=8 --refill_buffers --dedupe_percentage=50 $timed" ;;
     flush32) echo "--rw=randwrite --bs=4k --iodepth=32 --refill_buffers --dedupe_percentage=0 --fsync=32 $timed" ;;
   esac
@@ -261,7 +262,7 @@ session() {
   rm -f "$WORK/$server.img"
 }
 
-SESSIONS=(reads rw4k-u rw4k-d90 sw1m-d50 flush32)
+SESSIONS=(reads rw4k-u rw4k-d90 rw4k-d100 sw1m-d50 flush32)
 SERVERS=(null file qemu uvdo)
 START=$(date -u '+%Y-%m-%d %H:%M UTC')
 LOAD_START=$(cat /proc/loadavg)

@@ -211,6 +211,11 @@ const ROWS: &[Row] = &[
         value: |r| r.number("recover.entries_replayed"),
     },
     Row {
+        label: "writeback of the crashed process's dirty data (before recovery, not in it)",
+        unit: Unit::Seconds,
+        value: |r| r.number("recover.crash_writeback_s"),
+    },
+    Row {
         label: "recovery: open until usable",
         unit: Unit::Seconds,
         value: |r| r.number("recover.open_s"),

@@ -112,6 +112,7 @@ impl Volume {
         // Unmake any old volume first, so a crash mid-format leaves no geometry behind.
         store.write_at(0, &[0_u8; BLOCK_SIZE])?;
         store.flush()?;
+        preallocate_journal(store, &layout)?;
         let mut writes = BlockMap::format_roots(&layout, nonce);
         writes.extend(SlabDepot::format_summary(&layout, nonce));
         let super_block = new_super_block(config, &layout, nonce);
@@ -455,4 +456,27 @@ fn existing_signature(store: &dyn Storage) -> Result<Option<String>, VolumeError
         }
     }
     Ok(None)
+}
+
+/// Blocks written per call when the journal region is preallocated.
+const PREALLOCATE_CHUNK_BLOCKS: u64 = 256;
+
+/// Writes zeros over the whole recovery journal region (what a never-written journal block
+/// reads as anyway), so that on a file every journal block is allocated before the first
+/// commit: a durable write to an allocated block costs one device flush, a first write to a
+/// hole also a filesystem metadata commit (docs/BENCHMARKS.md, flush latency).
+fn preallocate_journal(store: &dyn Storage, layout: &Layout) -> Result<(), VolumeError> {
+    let start = layout.journal_start().0;
+    let end = start + layout.params().recovery_journal_blocks.0;
+    let zeros = uvdo_io::aligned::AlignedBuf::zeroed(
+        usize::try_from(PREALLOCATE_CHUNK_BLOCKS).expect("small") * BLOCK_SIZE,
+    );
+    let mut at = start;
+    while at < end {
+        let blocks = (end - at).min(PREALLOCATE_CHUNK_BLOCKS);
+        let len = usize::try_from(blocks).expect("small") * BLOCK_SIZE;
+        store.write_at(Pbn(at).byte_offset(), &zeros[..len])?;
+        at += blocks;
+    }
+    Ok(())
 }
