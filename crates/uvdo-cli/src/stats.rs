@@ -66,6 +66,7 @@ impl StatsView {
             c("reference blocks written", s.reference_blocks_written),
             c("block map dirty pages", s.block_map_dirty_pages),
             c("block map cached pages", s.block_map_pages_cached),
+            c("block map cache bytes", s.block_map_cache_bytes),
             c("block map found in cache", s.block_map_found_in_cache),
             c("block map fetch required", s.block_map_fetch_required),
             c("block map pages loaded", s.block_map_pages_loaded),

@@ -17,6 +17,11 @@
 //! Pages are twins (`twin.rs`): slot A at the base PBN, slot B at base + 1, and the header
 //! sequence is the generation the twin reader compares. Any generation is valid on its own.
 //!
+//! In memory a page keeps its entries packed exactly as on disk ([`PackedEntries`], 4060 bytes
+//! on the heap), so a page in the engine's cache costs about the 4 KiB its cache budget counts.
+//! Invariant: every 5-byte entry of a `PackedEntries` decodes (decode checks them all, `set`
+//! writes only through `Mapping::encode`), so reading a slot cannot fail.
+//!
 //! [`TreeAddress`] is the pure arithmetic that places an LBN in the forest (FORMAT.md, "The block
 //! map tree").
 //!
@@ -36,7 +41,7 @@
 use crate::block::{BLOCK_SIZE, Block, ZERO_BLOCK};
 use crate::error::{FormatError, Problem};
 use crate::header::{self, BlockHeader, BlockType, Expected, HEADER_SIZE};
-use crate::le::{array, get_u8, put_u8};
+use crate::le::{get_u8, put_u8};
 use crate::mapping::{Mapping, PACKED_MAPPING_SIZE};
 use crate::numbers::{Lbn, Nonce, Pbn, SequenceNumber};
 use crate::reserved::require_zero;
@@ -61,7 +66,10 @@ const RESERVED_OFFSET: usize = 33;
 const ENTRIES_OFFSET: usize = 36;
 
 const _: () = assert!(LEVEL_OFFSET + 1 == RESERVED_OFFSET);
-const _: () = assert!(ENTRIES_OFFSET + ENTRIES_PER_PAGE * PACKED_MAPPING_SIZE == BLOCK_SIZE);
+/// Bytes of a page's packed entries: 812 x 5 = 4060.
+pub const PACKED_ENTRIES_SIZE: usize = ENTRIES_PER_PAGE * PACKED_MAPPING_SIZE;
+
+const _: () = assert!(ENTRIES_OFFSET + PACKED_ENTRIES_SIZE == BLOCK_SIZE);
 const _: () = assert!(ENTRIES_PER_PAGE as u64 == ENTRIES_PER_PAGE_U64);
 // One tree (root_count = 1) must reach every LBN: 812 slots in each of the 5 levels.
 const _: () = assert!(
@@ -77,7 +85,117 @@ pub struct BlockMapPage {
     /// Write generation: the header sequence the twin reader compares.
     pub generation: SequenceNumber,
     /// The slots; in interior pages only `Unmapped` or `Data(child twin base)`.
-    pub entries: Box<[Mapping; ENTRIES_PER_PAGE]>,
+    pub entries: PackedEntries,
+}
+
+/// The 812 slots of a page, packed as on disk: 5 bytes each, all zeros for all `Unmapped`.
+///
+/// Every entry always decodes (module invariant), so [`get`](Self::get) cannot fail. Whether
+/// the entry kinds suit the page's level is the page's rule, checked by encode and decode.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PackedEntries(Box<[u8; PACKED_ENTRIES_SIZE]>);
+
+impl PackedEntries {
+    /// Every slot unmapped.
+    #[must_use]
+    pub fn new() -> Self {
+        Self(Box::new([0; PACKED_ENTRIES_SIZE]))
+    }
+
+    /// Copies the entries of a page's bytes, refusing the first one that does not decode.
+    fn decode(bytes: &[u8; PACKED_ENTRIES_SIZE]) -> Result<Self, Problem> {
+        for packed in bytes.as_chunks::<PACKED_MAPPING_SIZE>().0 {
+            Mapping::decode(packed)?;
+        }
+        Ok(Self(Box::new(*bytes)))
+    }
+
+    /// The packed bytes, as they go to disk.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8; PACKED_ENTRIES_SIZE] {
+        &self.0
+    }
+
+    /// The mapping in `slot`.
+    ///
+    /// # Panics
+    ///
+    /// If `slot` is not below [`ENTRIES_PER_PAGE`].
+    #[must_use]
+    #[inline]
+    pub fn get(&self, slot: usize) -> Mapping {
+        unpack(self.packed(slot))
+    }
+
+    /// Sets `slot` to `mapping` and returns the mapping it held.
+    ///
+    /// # Panics
+    ///
+    /// If `slot` is not below [`ENTRIES_PER_PAGE`], or `mapping` cannot be packed (see
+    /// `Mapping::encode`): engine bugs.
+    #[inline]
+    pub fn set(&mut self, slot: usize, mapping: Mapping) -> Mapping {
+        let at = slot * PACKED_MAPPING_SIZE;
+        let packed: &mut [u8; PACKED_MAPPING_SIZE] = (&mut self.0[at..at + PACKED_MAPPING_SIZE])
+            .try_into()
+            .expect("entry width");
+        let old = unpack(packed);
+        mapping.encode(packed);
+        old
+    }
+
+    /// The mappings of every slot, in slot order.
+    #[inline]
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Mapping> + '_ {
+        self.0
+            .as_chunks::<PACKED_MAPPING_SIZE>()
+            .0
+            .iter()
+            .map(unpack)
+    }
+
+    /// The number of slots: always [`ENTRIES_PER_PAGE`].
+    #[must_use]
+    pub const fn len(&self) -> usize {
+        ENTRIES_PER_PAGE
+    }
+
+    /// Always false: a page has [`ENTRIES_PER_PAGE`] slots.
+    #[must_use]
+    pub const fn is_empty(&self) -> bool {
+        false
+    }
+
+    #[inline]
+    fn packed(&self, slot: usize) -> &[u8; PACKED_MAPPING_SIZE] {
+        let at = slot * PACKED_MAPPING_SIZE;
+        (&self.0[at..at + PACKED_MAPPING_SIZE])
+            .try_into()
+            .expect("entry width")
+    }
+}
+
+/// Decodes an entry of a [`PackedEntries`], which always decodes. Inlined, with
+/// `Mapping::decode`, into the engine's loops: called out of line, its result went through
+/// memory and the 812-entry walks of force rebuild ran twice as long.
+#[inline]
+fn unpack(packed: &[u8; PACKED_MAPPING_SIZE]) -> Mapping {
+    Mapping::decode(packed).expect("packed entries hold only entries that decode")
+}
+
+impl Default for PackedEntries {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for PackedEntries {
+    /// The mapped slots only: a page is mostly unmapped, and 812 lines help nobody.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.iter().enumerate().filter(|(_, m)| m.is_mapped()))
+            .finish()
+    }
 }
 
 impl BlockMapPage {
@@ -92,7 +210,7 @@ impl BlockMapPage {
         Self {
             level,
             generation: SequenceNumber(0),
-            entries: Box::new([Mapping::Unmapped; ENTRIES_PER_PAGE]),
+            entries: PackedEntries::new(),
         }
     }
 
@@ -108,14 +226,7 @@ impl BlockMapPage {
         }
         *out = ZERO_BLOCK;
         put_u8(out, LEVEL_OFFSET, self.level);
-        for (slot, mapping) in self.entries.iter().enumerate() {
-            let offset = ENTRIES_OFFSET + slot * PACKED_MAPPING_SIZE;
-            let packed: &mut [u8; PACKED_MAPPING_SIZE] = (&mut out
-                [offset..offset + PACKED_MAPPING_SIZE])
-                .try_into()
-                .expect("entry width");
-            mapping.encode(packed);
-        }
+        out[ENTRIES_OFFSET..].copy_from_slice(self.entries.as_bytes());
         header::seal(
             out,
             &BlockHeader {
@@ -144,11 +255,10 @@ impl BlockMapPage {
         let fail = |problem| FormatError::new(BlockType::BlockMapPage, expected.pbn, problem);
         let found_level = get_u8(block, LEVEL_OFFSET);
         require_zero(&block[RESERVED_OFFSET..ENTRIES_OFFSET], "reserved").map_err(fail)?;
-        let mut entries = Box::new([Mapping::Unmapped; ENTRIES_PER_PAGE]);
-        for (slot, entry) in entries.iter_mut().enumerate() {
-            let offset = ENTRIES_OFFSET + slot * PACKED_MAPPING_SIZE;
-            *entry = Mapping::decode(&array(block, offset)).map_err(fail)?;
-        }
+        let packed = block[ENTRIES_OFFSET..]
+            .try_into()
+            .expect("entries fill the block");
+        let entries = PackedEntries::decode(packed).map_err(fail)?;
         let page = Self {
             level: found_level,
             generation: header.sequence,
@@ -290,9 +400,17 @@ mod tests {
             proptest::collection::vec(entry, ENTRIES_PER_PAGE).prop_map(move |v| BlockMapPage {
                 level,
                 generation: SequenceNumber(generation),
-                entries: v.into_boxed_slice().try_into().expect("812 entries"),
+                entries: packed(&v),
             })
         })
+    }
+
+    fn packed(mappings: &[Mapping]) -> PackedEntries {
+        let mut entries = PackedEntries::new();
+        for (slot, &mapping) in mappings.iter().enumerate() {
+            entries.set(slot, mapping);
+        }
+        entries
     }
 
     fn encoded(page: &BlockMapPage) -> Block {
@@ -304,12 +422,15 @@ mod tests {
     fn sample_leaf(generation: u64) -> BlockMapPage {
         let mut page = BlockMapPage::new_empty(LEAF_LEVEL);
         page.generation = SequenceNumber(generation);
-        page.entries[0] = Mapping::Data(Pbn(77));
-        page.entries[1] = Mapping::Zero;
-        page.entries[811] = Mapping::Compressed {
-            pbn: Pbn(0x9_0000_0001),
-            slot: 13,
-        };
+        page.entries.set(0, Mapping::Data(Pbn(77)));
+        page.entries.set(1, Mapping::Zero);
+        page.entries.set(
+            811,
+            Mapping::Compressed {
+                pbn: Pbn(0x9_0000_0001),
+                slot: 13,
+            },
+        );
         page
     }
 
@@ -357,7 +478,7 @@ mod tests {
     fn damage_is_detected() {
         let older = encoded(&sample_leaf(6));
         let mut newer_page = sample_leaf(7);
-        newer_page.entries[500] = Mapping::Data(Pbn(5));
+        newer_page.entries.set(500, Mapping::Data(Pbn(5)));
         let newer = encoded(&newer_page);
         assert_detects_damage(
             |b, e| BlockMapPage::decode(b, e, LEAF_LEVEL),
@@ -371,7 +492,7 @@ mod tests {
     fn layout_matches_the_diagram() {
         let mut page = BlockMapPage::new_empty(2);
         page.generation = SequenceNumber(9);
-        page.entries[1] = Mapping::Data(Pbn(0x1_0203_0405));
+        page.entries.set(1, Mapping::Data(Pbn(0x1_0203_0405)));
         let block = encoded(&page);
         assert_eq!(block[32], 2);
         assert_eq!(block[33..36], [0, 0, 0]);
@@ -442,7 +563,7 @@ mod tests {
     #[test]
     fn interior_pages_refuse_zero_and_compressed_entries() {
         let mut page = BlockMapPage::new_empty(ROOT_LEVEL);
-        page.entries[3] = Mapping::Data(Pbn(1000));
+        page.entries.set(3, Mapping::Data(Pbn(1000)));
         let good = encoded(&page);
         assert_eq!(
             BlockMapPage::decode(&good, expected(), ROOT_LEVEL),
@@ -469,8 +590,101 @@ mod tests {
     #[should_panic(expected = "invalid block map page")]
     fn encoding_a_zero_entry_in_an_interior_page_panics() {
         let mut page = BlockMapPage::new_empty(1);
-        page.entries[0] = Mapping::Zero;
+        page.entries.set(0, Mapping::Zero);
         let _ = encoded(&page);
+    }
+
+    #[test]
+    fn a_resident_page_fits_in_its_4_kib_budget() {
+        // The heap part is the packed array and nothing else; the page itself is a pointer,
+        // the generation and the level.
+        assert_eq!(size_of::<[u8; PACKED_ENTRIES_SIZE]>(), 4060);
+        assert!(size_of::<[u8; PACKED_ENTRIES_SIZE]>() <= BLOCK_SIZE);
+        assert_eq!(size_of::<PackedEntries>(), size_of::<usize>());
+        assert!(
+            size_of::<BlockMapPage>() <= 24,
+            "{}",
+            size_of::<BlockMapPage>()
+        );
+        let page = BlockMapPage::new_empty(LEAF_LEVEL);
+        assert_eq!(size_of_val(&*page.entries.0), PACKED_ENTRIES_SIZE);
+    }
+
+    #[test]
+    fn new_entries_are_all_unmapped_zero_bytes() {
+        let entries = PackedEntries::new();
+        assert!(entries.as_bytes().iter().all(|&b| b == 0));
+        assert_eq!(entries.len(), ENTRIES_PER_PAGE);
+        assert!(!entries.is_empty());
+        assert_eq!(entries.iter().len(), ENTRIES_PER_PAGE);
+        assert!(entries.iter().all(|m| m == Mapping::Unmapped));
+        assert_eq!(entries, PackedEntries::default());
+    }
+
+    #[test]
+    fn set_returns_the_old_mapping_and_touches_only_its_slot() {
+        let mut entries = PackedEntries::new();
+        let data = Mapping::Data(Pbn(0x1_0203_0405));
+        assert_eq!(entries.set(1, data), Mapping::Unmapped);
+        assert_eq!(entries.set(1, Mapping::Zero), data);
+        assert_eq!(entries.get(1), Mapping::Zero);
+        assert_eq!(entries.as_bytes()[5..10], [0x10, 0, 0, 0, 0]);
+        assert_eq!(entries.set(1, Mapping::Unmapped), Mapping::Zero);
+        assert_eq!(entries, PackedEntries::new());
+        let last = Mapping::Compressed {
+            pbn: Pbn(PBN_MAX),
+            slot: COMPRESSED_SLOTS - 1,
+        };
+        entries.set(ENTRIES_PER_PAGE - 1, last);
+        assert_eq!(entries.get(ENTRIES_PER_PAGE - 1), last);
+        assert_eq!(entries.get(ENTRIES_PER_PAGE - 2), Mapping::Unmapped);
+        assert_eq!(entries.as_bytes()[..PACKED_ENTRIES_SIZE - 5], [0; 4055]);
+    }
+
+    #[test]
+    #[should_panic(expected = "data mapped to PBN 0")]
+    fn setting_a_mapping_that_cannot_be_packed_panics() {
+        PackedEntries::new().set(0, Mapping::Data(Pbn(0)));
+    }
+
+    #[test]
+    #[should_panic(expected = "out of range")]
+    fn a_slot_past_the_page_panics() {
+        let _ = PackedEntries::new().get(ENTRIES_PER_PAGE);
+    }
+
+    #[test]
+    fn debug_lists_the_mapped_slots() {
+        let page = sample_leaf(1);
+        let text = format!("{:?}", page.entries);
+        assert_eq!(
+            text,
+            "{0: Data(Pbn(77)), 1: Zero, 811: Compressed { pbn: Pbn(38654705665), slot: 13 }}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn get_set_and_iter_agree_with_a_model(
+            writes in proptest::collection::vec((0..ENTRIES_PER_PAGE, any_mapping()), 0..64),
+        ) {
+            let mut model = vec![Mapping::Unmapped; ENTRIES_PER_PAGE];
+            let mut entries = PackedEntries::new();
+            for (slot, mapping) in writes {
+                prop_assert_eq!(entries.set(slot, mapping), model[slot]);
+                model[slot] = mapping;
+                prop_assert_eq!(entries.get(slot), mapping);
+            }
+            prop_assert_eq!(entries.iter().collect::<Vec<_>>(), model.clone());
+            for (slot, &mapping) in model.iter().enumerate() {
+                prop_assert_eq!(entries.get(slot), mapping);
+                let at = slot * PACKED_MAPPING_SIZE;
+                prop_assert_eq!(
+                    Mapping::decode(&entries.as_bytes()[at..at + 5].try_into().unwrap()),
+                    Ok(mapping)
+                );
+            }
+        }
     }
 
     #[test]

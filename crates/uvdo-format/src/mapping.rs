@@ -102,6 +102,7 @@ impl Mapping {
     /// # Errors
     ///
     /// `Problem::InvalidField` for an unmapped entry with a PBN or a compressed one at PBN 0.
+    #[inline]
     pub fn decode(bytes: &[u8; PACKED_MAPPING_SIZE]) -> Result<Self, Problem> {
         let state = bytes[0] >> 4;
         let pbn = (u64::from(bytes[0] & 0x0f) << 32) | u64::from(get_u32(bytes, 1));

@@ -29,7 +29,9 @@ pub struct FormatConfig {
     pub deduplication: bool,
     /// Whether compression is enabled (stored; the packer is a later milestone).
     pub compression: bool,
-    /// Block map cache size in pages (4 KiB each; default 32768 = 128 MiB).
+    /// Block map cache size in pages, counted as 4 KiB each (default 32768 = 128 MiB). A
+    /// resident page holds its entries packed as on disk (4060 bytes) plus its frame and
+    /// index bucket: 4157 bytes, so a full cache holds within 2% of its size.
     pub block_map_cache_pages: u32,
     /// Overwrite an existing volume or filesystem signature.
     pub force: bool,
@@ -105,7 +107,8 @@ pub struct OpenOptions {
     /// when the store cannot tell either, `auto` resolves to `async`, which is always safe
     /// because it honours flushes.
     pub volatile_write_cache: Option<bool>,
-    /// Overrides the block map cache size stored in the volume.
+    /// Overrides the block map cache size stored in the volume, in pages (4 KiB each, as
+    /// `FormatConfig::block_map_cache_pages` counts them).
     pub block_map_cache_pages: Option<u32>,
     /// Open for inspection only: nothing is written to the store (a dirty volume is replayed
     /// in memory, a pending force rebuild is not run), and every write is refused as

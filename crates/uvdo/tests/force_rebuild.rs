@@ -130,7 +130,7 @@ fn leaf_base(store: &Arc<dyn Storage>, lbn: u64) -> Pbn {
     for level in (LEAF_LEVEL + 1..=ROOT_LEVEL).rev() {
         let (page, _) = read_page(store, nonce, base, level);
         let slot = (leaf / 812_u64.pow(u32::from(level) - 1)) % 812;
-        let Mapping::Data(child) = page.entries[usize::try_from(slot).unwrap()] else {
+        let Mapping::Data(child) = page.entries.get(usize::try_from(slot).unwrap()) else {
             panic!("LBN {lbn} has no leaf");
         };
         base = child;
@@ -262,16 +262,16 @@ fn impossible_mappings_are_dropped_by_reason() {
     let (nonce, _) = geometry(&store);
     let base = leaf_base(&store, 0);
     let (mut page, newest_at) = read_page(&store, nonce, base, LEAF_LEVEL);
-    let Mapping::Data(shared) = page.entries[0] else {
+    let Mapping::Data(shared) = page.entries.get(0) else {
         panic!("LBN 0 holds data");
     };
     // LBN 0 and 100..400 share one block: 301 references, 47 past the limit of 254.
     for slot in 100..400 {
-        page.entries[slot] = Mapping::Data(shared);
+        page.entries.set(slot, Mapping::Data(shared));
         expected.insert(slot as u64, unique_block(0));
     }
-    page.entries[400] = Mapping::Data(Pbn(1)); // the super block: not a data block
-    page.entries[401] = Mapping::Data(base); // the leaf itself
+    page.entries.set(400, Mapping::Data(Pbn(1))); // the super block: not a data block
+    page.entries.set(401, Mapping::Data(base)); // the leaf itself
     write_page(&store, base, page, newest_at);
     let report = rebuild(&store);
     let dropped = report.mappings_dropped;

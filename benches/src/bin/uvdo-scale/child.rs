@@ -20,8 +20,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use uvdo::{OpenOptions, RebuildPhase, RebuildReport, Volume};
-use uvdo_format::Mapping;
-use uvdo_format::block_map_page::ENTRIES_PER_PAGE;
 use uvdo_format::recovery_journal::ENTRIES_PER_BLOCK_U16;
 use uvdo_io::Storage;
 use uvdo_io::open::{OpenOptions as StoreOptions, open, open_store};
@@ -128,11 +126,8 @@ fn write(path: &Path, shape: Shape) -> Result<Record, BenchError> {
     out.put("index_memory_bytes", stats.index_memory_bytes);
     out.put("index_entries", stats.index_entries);
     out.put("block_map_pages_cached", stats.block_map_pages_cached);
-    // A cached page is held decoded, not as its 4 KiB block (uvdo_format::BlockMapPage).
-    out.put(
-        "block_map_page_bytes",
-        size_of::<[Mapping; ENTRIES_PER_PAGE]>(),
-    );
+    // What the cached pages hold: packed entries, frame and index bucket per page.
+    out.put("block_map_cache_bytes", stats.block_map_cache_bytes);
     out.put("block_map_dirty_pages", stats.block_map_dirty_pages);
     // The depot's live counts are one byte per slab data block (depot/ref_counts.rs); the
     // engine reports no memory figure for the depot.

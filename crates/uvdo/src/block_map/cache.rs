@@ -6,6 +6,11 @@
 //! evicts a clean page found with none. Interior pages (about one per 812 leaves) therefore
 //! survive several sweeps that evict leaves.
 //!
+//! A resident page holds its entries packed as on disk (`PackedEntries`, 4060 bytes on the
+//! heap), a [`Frame`] and an index bucket: [`RESIDENT_PAGE_BYTES`], within 2% of the 4 KiB per
+//! page the cache budget counts. Dirty pages also hold two small ordered-set entries until
+//! written, and the allocator rounds the entries up by a few bytes.
+//!
 //! Invariants:
 //! - `index` maps exactly the twin bases of the occupied frames to their slot;
 //! - dirty frames and the pinned frame are never evicted, so the cache may exceed its capacity
@@ -15,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use uvdo_format::block_map_page::{BlockMapPage, LEAF_LEVEL};
+use uvdo_format::block_map_page::{BlockMapPage, LEAF_LEVEL, PACKED_ENTRIES_SIZE};
 use uvdo_format::twin::TwinSlot;
 use uvdo_format::{Block, JournalPoint, Nonce, Pbn, SequenceNumber};
 
@@ -23,6 +28,15 @@ use crate::int_hash::{IntBuildHasher, IntMap};
 
 /// Credits an access gives an interior page; a leaf gets one.
 const INTERIOR_CREDIT: u8 = 3;
+
+/// Bytes one resident page holds: its packed entries, its frame slot, and its index bucket
+/// (key, value and control byte). What `stats` reports per page (docs/ARCHITECTURE.md).
+pub(super) const RESIDENT_PAGE_BYTES: usize =
+    PACKED_ENTRIES_SIZE + size_of::<Option<Frame>>() + size_of::<(Pbn, usize)>() + 1;
+const _: () = assert!(
+    RESIDENT_PAGE_BYTES <= uvdo_format::BLOCK_SIZE * 102 / 100,
+    "a resident page stays within 2% of the 4 KiB the cache budget counts"
+);
 
 /// The journal points that dirtied a page since it was last written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +132,11 @@ impl PageCache {
 
     pub(super) fn len(&self) -> usize {
         self.index.len()
+    }
+
+    /// Memory the resident pages hold, [`RESIDENT_PAGE_BYTES`] each.
+    pub(super) fn bytes_held(&self) -> usize {
+        self.len() * RESIDENT_PAGE_BYTES
     }
 
     pub(super) fn dirty_count(&self) -> usize {
@@ -325,6 +344,17 @@ mod tests {
 
     fn interior(base: u64) -> Frame {
         Frame::new(Pbn(base), BlockMapPage::new_empty(2), TwinSlot::A)
+    }
+
+    #[test]
+    fn a_resident_page_costs_about_4_kib() {
+        // docs/ARCHITECTURE.md, docs/BENCHMARKS.md, config.rs and VolumeStats quote these.
+        assert_eq!(PACKED_ENTRIES_SIZE, 4060);
+        assert_eq!(RESIDENT_PAGE_BYTES, 4157);
+        let mut cache = PageCache::new(4);
+        cache.insert(leaf(100));
+        cache.insert(interior(10));
+        assert_eq!(cache.bytes_held(), 2 * RESIDENT_PAGE_BYTES);
     }
 
     #[test]

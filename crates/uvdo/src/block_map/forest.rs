@@ -51,7 +51,7 @@ impl BlockMap {
             }
             let scanned = self.scan_page(store, leaf.base, LEAF_LEVEL)?;
             let page = self.scanned_page(&scanned);
-            for (lbn, &mapping) in (first.0..).zip(page.entries.iter()) {
+            for (lbn, mapping) in (first.0..).zip(page.entries.iter()) {
                 if mapping.is_mapped() {
                     f(Lbn(lbn), mapping);
                 }
@@ -118,7 +118,7 @@ impl BlockMap {
             Scanned::Read(_, at) => *at,
         };
         let page = self.scanned_page(&scanned);
-        for (slot, &entry) in (0_u64..).zip(page.entries.iter()) {
+        for (slot, entry) in (0_u64..).zip(page.entries.iter()) {
             match entry {
                 Mapping::Unmapped => {}
                 Mapping::Data(child) => {

@@ -94,8 +94,12 @@ pub(crate) struct LeafSlot {
 /// Counters and gauges of the block map.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct BlockMapStats {
+    /// Pages the cache keeps resident when none is dirty (its budget).
+    pub capacity_pages: u64,
     /// Pages resident in the cache.
     pub pages_cached: u64,
+    /// Memory the resident pages hold (`cache::RESIDENT_PAGE_BYTES` each).
+    pub cache_bytes: u64,
     /// Resident pages changed since they were last written.
     pub dirty_pages: u64,
     /// Page accesses answered from the cache.
@@ -176,7 +180,12 @@ impl BlockMap {
             }
         }
         let slot = self.load(store, base, LEAF_LEVEL)?;
-        Ok(self.cache.frame(slot).page.entries[usize::from(addr.slots[0])])
+        Ok(self
+            .cache
+            .frame(slot)
+            .page
+            .entries
+            .get(usize::from(addr.slots[0])))
     }
 
     /// The leaf page and slot of `lbn` and its current mapping, allocating missing tree pages
@@ -219,7 +228,12 @@ impl BlockMap {
         Ok(LeafSlot {
             page: base,
             slot: addr.slots[0],
-            old: self.cache.frame(leaf).page.entries[usize::from(addr.slots[0])],
+            old: self
+                .cache
+                .frame(leaf)
+                .page
+                .entries
+                .get(usize::from(addr.slots[0])),
         })
     }
 
@@ -256,7 +270,7 @@ impl BlockMap {
             frame.page.level, LEAF_LEVEL,
             "prepared page {leaf} is a leaf"
         );
-        let old = std::mem::replace(&mut frame.page.entries[index], new);
+        let old = frame.page.entries.set(index, new);
         self.cache.mark_dirty(slot, point);
         Ok(old)
     }
@@ -297,7 +311,9 @@ impl BlockMap {
     pub(crate) fn stats(&self) -> BlockMapStats {
         let c = self.cache.counters;
         BlockMapStats {
+            capacity_pages: self.cache.capacity() as u64,
             pages_cached: self.cache.len() as u64,
+            cache_bytes: self.cache.bytes_held() as u64,
             dirty_pages: self.cache.dirty_count() as u64,
             cache_hits: c.hits,
             cache_misses: c.misses,
@@ -334,7 +350,7 @@ impl BlockMap {
     /// The child named by `slot` of the interior page in cache slot `frame`, if allocated.
     fn child_at(&self, frame: usize, slot: u16) -> Result<Option<Pbn>, VolumeError> {
         let frame = self.cache.frame(frame);
-        match frame.page.entries[usize::from(slot)] {
+        match frame.page.entries.get(usize::from(slot)) {
             Mapping::Unmapped => Ok(None),
             Mapping::Data(child) => {
                 page::check_child(&self.layout, frame.written.pbn(frame.base), child)?;
@@ -367,7 +383,9 @@ impl BlockMap {
         }
         // The parent first: once dirty it cannot be evicted by the child's insert.
         let parent_page = &mut self.cache.frame_mut(parent).page;
-        parent_page.entries[usize::from(request.slot)] = Mapping::Data(child);
+        parent_page
+            .entries
+            .set(usize::from(request.slot), Mapping::Data(child));
         self.cache.mark_dirty(parent, point);
         let page = BlockMapPage::new_empty(request.level);
         let slot = self.cache.insert(Frame::new(child, page, TwinSlot::B));

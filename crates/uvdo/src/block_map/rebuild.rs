@@ -18,7 +18,7 @@
 //! A store error (`Io`) ends the walk: nothing is written, and the rebuild can be run again.
 
 use uvdo_format::block_map_page::{
-    BlockMapPage, ENTRIES_PER_PAGE_U64, LBN_LIMIT, LEAF_LEVEL, ROOT_LEVEL, first_lbn,
+    BlockMapPage, ENTRIES_PER_PAGE_U64, LBN_LIMIT, LEAF_LEVEL, PackedEntries, ROOT_LEVEL, first_lbn,
 };
 use uvdo_format::twin::TwinSlot;
 use uvdo_format::{JournalPoint, Lbn, Mapping, Pbn};
@@ -167,7 +167,7 @@ impl BlockMap {
         store: &dyn Storage,
         step: Step,
         repair: &mut ForestRepair,
-    ) -> Result<Option<Vec<Mapping>>, VolumeError> {
+    ) -> Result<Option<PackedEntries>, VolumeError> {
         let node = step.node;
         match self.rebuild_read(store, node.base, step.level) {
             Ok(entries) => return Ok(Some(entries)),
@@ -201,14 +201,14 @@ impl BlockMap {
         &mut self,
         store: &dyn Storage,
         step: Step,
-        entries: &[Mapping],
+        entries: &PackedEntries,
         sink: &mut dyn RebuildSink,
         repair: &mut ForestRepair,
         below: &mut Vec<Node>,
     ) -> Result<(), VolumeError> {
         let (node, level) = (step.node, step.level);
         let mut dropped = Vec::new();
-        for (slot, &entry) in (0_u16..).zip(entries) {
+        for (slot, entry) in (0_u16..).zip(entries.iter()) {
             let child_index = node.index * ENTRIES_PER_PAGE_U64 + u64::from(slot);
             let child = match entry {
                 Mapping::Unmapped => continue,
@@ -249,14 +249,14 @@ impl BlockMap {
         &mut self,
         store: &dyn Storage,
         step: Step,
-        entries: &[Mapping],
+        entries: &PackedEntries,
         sink: &mut dyn RebuildSink,
         repair: &mut ForestRepair,
     ) -> Result<(), VolumeError> {
         let node = step.node;
         let first = first_lbn(node.root, node.index, self.root_count);
         let mut dropped = Vec::new();
-        for (slot, &mapping) in (0_u16..).zip(entries) {
+        for (slot, mapping) in (0_u16..).zip(entries.iter()) {
             if !mapping.is_mapped() {
                 continue;
             }
@@ -280,15 +280,15 @@ impl BlockMap {
         store: &dyn Storage,
         base: Pbn,
         level: u8,
-    ) -> Result<Vec<Mapping>, VolumeError> {
+    ) -> Result<PackedEntries, VolumeError> {
         if let Some(slot) = self.cache.peek(base) {
             let page = &self.cache.frame(slot).page;
             check_resident_level(base, page.level, level)?;
-            return Ok(page.entries.to_vec());
+            return Ok(page.entries.clone());
         }
         self.cache.counters.reads += 1;
         let (page, _) = page::read_twins(store, self.nonce, base, level)?;
-        Ok(page.entries.to_vec())
+        Ok(page.entries)
     }
 
     /// Sets `slot` of the page at `base` to `Unmapped`, making the page resident and dirty.
@@ -301,7 +301,11 @@ impl BlockMap {
         point: JournalPoint,
     ) -> Result<(), VolumeError> {
         let frame = self.load(store, base, level)?;
-        self.cache.frame_mut(frame).page.entries[usize::from(slot)] = Mapping::Unmapped;
+        self.cache
+            .frame_mut(frame)
+            .page
+            .entries
+            .set(usize::from(slot), Mapping::Unmapped);
         self.cache.mark_dirty(frame, point);
         Ok(())
     }

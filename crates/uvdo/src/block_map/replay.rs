@@ -114,7 +114,7 @@ impl BlockMap {
     ) -> Result<(), VolumeError> {
         let frame = self.cache.frame(parent);
         let (base, level) = (frame.base, frame.page.level);
-        let linked = frame.page.entries[usize::from(slot)];
+        let linked = frame.page.entries.get(usize::from(slot));
         page::check_child(&self.layout, frame.written.pbn(base), child)?;
         let child_level = level - 1;
         // Refuse a child already in the tree elsewhere before the parent changes.
@@ -125,7 +125,7 @@ impl BlockMap {
             Mapping::Data(pbn) if pbn == child => {}
             Mapping::Unmapped => {
                 let entries = &mut self.cache.frame_mut(parent).page.entries;
-                entries[usize::from(slot)] = Mapping::Data(child);
+                entries.set(usize::from(slot), Mapping::Data(child));
                 // Dirty before the child's insert, which may evict clean pages.
                 self.cache.mark_dirty(parent, point);
             }
@@ -201,9 +201,9 @@ impl BlockMap {
         }
         assert_eq!(entry.slot, addr.slots[0], "check_entry checked the slot");
         let leaf = self.load(store, base, LEAF_LEVEL)?;
-        let slot = &mut self.cache.frame_mut(leaf).page.entries[usize::from(entry.slot)];
-        if *slot != entry.new {
-            *slot = entry.new;
+        let entries = &mut self.cache.frame_mut(leaf).page.entries;
+        if entries.get(usize::from(entry.slot)) != entry.new {
+            entries.set(usize::from(entry.slot), entry.new);
             self.cache.mark_dirty(leaf, point);
         }
         Ok(())

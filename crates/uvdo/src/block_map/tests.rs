@@ -474,7 +474,7 @@ fn damaged_pages_are_corrupt_errors_not_panics() {
 fn write_root_pointing_at(fx: &Fixture, child: Pbn) {
     let mut root = BlockMapPage::new_empty(ROOT_LEVEL);
     root.generation = SequenceNumber(2);
-    root.entries[0] = Mapping::Data(child);
+    root.entries.set(0, Mapping::Data(child));
     let at = fx.layout.root_base(0).offset(1);
     let mut block = [0; BLOCK_SIZE];
     root.encode(NONCE, at, &mut block);

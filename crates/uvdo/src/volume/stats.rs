@@ -73,7 +73,9 @@ pub struct VolumeStats {
     pub physical_blocks: u64,
     /// Logical blocks of the volume.
     pub logical_blocks: u64,
-    /// Block map cache size in bytes.
+    /// Block map cache size in bytes: the budget in force (the stored setting, or the
+    /// `OpenOptions` override), counted as 4 KiB per page. `block_map_cache_bytes` says what
+    /// the resident pages actually hold.
     pub block_map_cache_size: u64,
     /// Block size in bytes (4096).
     pub block_size: u64,
@@ -117,6 +119,9 @@ pub struct VolumeStats {
     pub reference_blocks_written: u64,
     /// Block map pages in the cache.
     pub block_map_pages_cached: u64,
+    /// Memory the cached block map pages hold: per page, its entries packed as on disk (4060
+    /// bytes), its cache frame and index bucket (4157 bytes in all).
+    pub block_map_cache_bytes: u64,
     /// Dirty block map pages.
     pub block_map_dirty_pages: u64,
     /// Block map lookups served from the cache.
@@ -239,13 +244,9 @@ impl super::Volume {
         };
         let index = self.index.stats();
         let mode = self.mode.read().clone();
-        let (cache_pages, complete_recoveries, read_only_recoveries) = {
+        let (complete_recoveries, read_only_recoveries) = {
             let sb = self.super_block.lock();
-            (
-                sb.block_map_cache_pages,
-                sb.complete_recoveries,
-                sb.read_only_recoveries,
-            )
+            (sb.complete_recoveries, sb.read_only_recoveries)
         };
         let physical = layout.physical_blocks().0;
         let unrecovered = depot.unrecovered_slabs as usize;
@@ -265,7 +266,7 @@ impl super::Volume {
             logical_blocks: self
                 .logical_blocks
                 .load(std::sync::atomic::Ordering::Acquire),
-            block_map_cache_size: u64::from(cache_pages) * uvdo_format::BLOCK_SIZE as u64,
+            block_map_cache_size: block_map.capacity_pages * uvdo_format::BLOCK_SIZE as u64,
             block_size: uvdo_format::BLOCK_SIZE as u64,
             completed_recovery_count: complete_recoveries,
             read_only_recovery_count: read_only_recoveries,
@@ -286,6 +287,7 @@ impl super::Volume {
             slab_summary_blocks_written: depot.summary_blocks_written,
             reference_blocks_written: depot.ref_count_blocks_written,
             block_map_pages_cached: block_map.pages_cached,
+            block_map_cache_bytes: block_map.cache_bytes,
             block_map_dirty_pages: block_map.dirty_pages,
             block_map_found_in_cache: block_map.cache_hits,
             block_map_fetch_required: block_map.cache_misses,
