@@ -26,7 +26,7 @@ use uvdo_format::recovery_journal::{
 use uvdo_format::{BLOCK_SIZE, Block, BlockCount, JournalPoint, Mapping, Nonce, Pbn};
 
 /// Unwritten blocks held in memory before writers force a commit (STYLE rule 7).
-pub(crate) const UNWRITTEN_BLOCKS_MAX: usize = 64;
+pub(crate) const UNWRITTEN_BLOCKS_MAX: usize = 256;
 
 /// Blocks kept free between the tail and the head, so a batch never has to stop half way.
 const RESERVED_BLOCKS: u64 = 2;
