@@ -166,3 +166,47 @@ fn a_batch_of_sync_writes_shares_one_commit() {
         assert_eq!(&buf, data, "batched write {i} is durable");
     }
 }
+
+/// One commit may carry far more slab journal entries than a slab journal holds (a flush
+/// after thousands of async writes to one slab): the commit writes reference counts part way
+/// through instead of overflowing the slab journal. It overflowed before, and the volume went
+/// read-only with "slab N journal is full" (seen over NBD as EIO, then EPERM).
+#[test]
+fn a_commit_larger_than_a_slab_journal_writes_reference_counts_part_way() {
+    let store: Arc<dyn Storage> = Arc::new(MemoryStore::new(96 << 20));
+    let mut config = FormatConfig::tiny(BlockCount(8192));
+    config.slab_blocks = BlockCount(16384);
+    config.slab_journal_blocks = BlockCount(2);
+    config.recovery_journal_blocks = BlockCount(512);
+    config.block_map_cache_pages = 1024;
+    config.write_policy = uvdo_format::super_block::WritePolicy::Async;
+    Volume::format(&*store, &config).unwrap();
+    let volume = Volume::open(Arc::clone(&store), &OpenOptions::default()).unwrap();
+    let data = |lbn: u64, round: u64| -> Vec<u8> {
+        let mut b = vec![0_u8; 4096];
+        b[..8].copy_from_slice(&lbn.to_le_bytes());
+        b[8..16].copy_from_slice(&round.to_le_bytes());
+        b[16] = 1;
+        b
+    };
+    // 5000 new blocks, then 5000 overwrites (an increment and a decrement each), every one
+    // in the same slab, each round flushed as one commit: the second commit alone carries
+    // 10000 slab journal entries, against a journal of 2 x 1008 (plus 2 buffered blocks).
+    for round in 0..2 {
+        for lbn in 0..5000 {
+            volume.write(lbn * 4096, &data(lbn, round), false).unwrap();
+        }
+        volume.flush().unwrap();
+    }
+    assert_eq!(volume.operating_mode(), uvdo::OperatingMode::Normal);
+    let report = volume.audit().unwrap();
+    assert!(report.is_clean(), "{report:#?}");
+    volume.close().unwrap();
+    let volume = Volume::open(Arc::clone(&store), &OpenOptions::default()).unwrap();
+    let mut buf = vec![0; 4096];
+    for lbn in (0..5000).step_by(97) {
+        volume.read(lbn * 4096, &mut buf).unwrap();
+        assert_eq!(buf, data(lbn, 1), "LBN {lbn}");
+    }
+    assert!(volume.audit().unwrap().is_clean());
+}

@@ -25,6 +25,7 @@
 //! (their journals are, and keep their heads); one whose journal comes under pressure is
 //! scrubbed first.
 
+use uvdo_format::recovery_journal::ENTRIES_PER_BLOCK;
 use uvdo_format::{BLOCK_SIZE, Block, BlockType, JournalPoint, Pbn, SequenceNumber};
 use uvdo_io::aligned::AlignedBuf;
 
@@ -74,15 +75,25 @@ impl Volume {
             self.write_journal_durably(&batch.blocks)?;
         }
         Counters::add(&self.counters.bios_journal_write, batch.blocks.len() as u64);
-        {
-            let mut meta = self.meta.lock();
-            meta.journal.mark_durable(&batch);
-            for (point, entry) in &batch.entries {
-                if let Err(e) = meta.depot.record(*point, entry) {
-                    drop(meta);
-                    self.enter_read_only(&e, Some(BlockType::SlabJournal), entry.page);
-                    return Err(e);
+        self.meta.lock().journal.mark_durable(&batch);
+        // The slab journals are sized for one recovery journal block's entries between two
+        // looks at their pressure (slab_journal.rs), and a batch holds up to 256 blocks: look
+        // after every block's worth, and write reference counts (which frees slab journal
+        // blocks) before going on when a slab journal is close to full.
+        for chunk in batch.entries.chunks(ENTRIES_PER_BLOCK) {
+            let pressure = {
+                let mut meta = self.meta.lock();
+                for (point, entry) in chunk {
+                    if let Err(e) = meta.depot.record(*point, entry) {
+                        drop(meta);
+                        self.enter_read_only(&e, Some(BlockType::SlabJournal), entry.page);
+                        return Err(e);
+                    }
                 }
+                meta.depot.needs_ref_count_writes()
+            };
+            if pressure {
+                self.write_ref_counts_locked(false)?;
             }
         }
         self.write_dirty_marks_locked()?;
