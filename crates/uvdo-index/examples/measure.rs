@@ -1,7 +1,11 @@
-//! Prints the index's measured figures: geometry, bytes per entry at full load, throughput,
-//! false-positive rate, and hit rate against an exact map on real files.
+//! Prints the index's measured figures: geometry, bytes per window entry at full load, insert
+//! and lookup times, false-positive rate and hit rates (dense), or hit rates against an exact
+//! map on real files.
 //!
-//! `cargo run --release -p uvdo-index --example measure [data MiB cap, default 512]`
+//! `cargo run --release -p uvdo-index --example measure [dense MiB ...]` (default 16 256)
+//! `cargo run --release -p uvdo-index --example measure --real [data MiB cap, default 512]`
+//!
+//! It uses only the public API, so the same file measures an older version of the crate.
 
 #![allow(
     clippy::cast_possible_truncation,
@@ -33,75 +37,111 @@ fn build(config: IndexConfig) -> DedupeIndex {
     DedupeIndex::new(config, region).unwrap()
 }
 
-fn geometry() {
-    for memory_bytes in [256_u64 << 20, 1 << 30] {
+fn geometry(sizes_mib: &[u64]) {
+    for &mib in sizes_mib {
         for sparse in [false, true] {
             let config = IndexConfig {
-                memory_bytes,
+                memory_bytes: mib << 20,
                 sparse,
             };
+            if let Err(e) = config.validate() {
+                println!("geometry {mib:>5} MiB {:6}: refused: {e}", mode(sparse));
+                continue;
+            }
             let window = config.window_entries();
             println!(
-                "geometry {:>5} MiB {:6}: window {:>11} blocks = {:>7.1} GiB, disk {:>9} blocks",
-                memory_bytes >> 20,
-                if sparse { "sparse" } else { "dense" },
-                window,
+                "geometry {mib:>5} MiB {:6}: window {window:>11} blocks = {:>7.1} GiB = \
+                 {:.3} B/block, disk {:>9} blocks",
+                mode(sparse),
                 (window * 4096) as f64 / f64::from(1 << 30),
+                config.memory_bytes as f64 / window as f64,
                 config.disk_blocks()
             );
         }
     }
 }
 
+fn mode(sparse: bool) -> &'static str {
+    if sparse { "sparse" } else { "dense" }
+}
+
+/// The i-th name of a measurement: distinct, uniformly spread, computed rather than stored.
+fn name(seed: u64, i: u64) -> u128 {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let low = mix(i ^ seed.rotate_left(32));
+    let high = mix(low ^ 0x9e37_79b9_7f4a_7c15 ^ seed);
+    (u128::from(high) << 64) | u128::from(low)
+}
+
+fn ns_per(start: Instant, count: u64) -> f64 {
+    start.elapsed().as_nanos() as f64 / count.max(1) as f64
+}
+
+/// Fills the window, slides it a quarter on, then measures hits and false positives.
+///
+/// Hit rates: of the newest names (young enough that a hit does not refresh them), and of a
+/// uniform sample of the whole live window minus its oldest `probes` records (a hit on an old
+/// name refreshes it, which slides the window by one record).
 fn full_load(config: IndexConfig) {
     let index = build(config);
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
     let window = config.window_entries();
-    let names: Vec<u128> = (0..window).map(|_| rng.random()).collect();
     let start = Instant::now();
-    for (i, &name) in names.iter().enumerate() {
-        index.insert(name, Pbn(i as u64));
+    for i in 0..window {
+        index.insert(name(1, i), Pbn(i));
     }
-    let insert_ns = start.elapsed().as_nanos() as f64 / window as f64;
-    let probe = names.len().min(2_000_000);
+    let fill_ns = ns_per(start, window);
+    let slide = (window / 4).min(4_000_000);
     let start = Instant::now();
-    let mut correct = 0_u64;
-    for (i, &name) in names[names.len() - probe..].iter().enumerate() {
-        let at = (names.len() - probe + i) as u64;
-        correct += u64::from(index.lookup(name) == Some(Pbn(at)));
+    for i in window..window + slide {
+        index.insert(name(1, i), Pbn(i));
     }
-    let hit_ns = start.elapsed().as_nanos() as f64 / probe as f64;
-    let absent: Vec<u128> = (0..probe).map(|_| rng.random()).collect();
-    let start = Instant::now();
-    let false_positives = absent
-        .iter()
-        .filter(|&&n| index.lookup(n).is_some())
-        .count();
-    let miss_ns = start.elapsed().as_nanos() as f64 / probe as f64;
+    let steady_ns = ns_per(start, slide);
+    let total = window + slide;
     let stats = index.stats();
-    let live = index.live_entries();
+    let probes = (window / 20).clamp(1000, 200_000);
+    let newest = probes.min(window / 4);
+    let start = Instant::now();
+    let mut newest_found = 0;
+    for i in total - newest..total {
+        newest_found += u64::from(index.lookup(name(1, i)) == Some(Pbn(i)));
+    }
+    let hit_ns = ns_per(start, newest);
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let (oldest, records) = (stats.oldest_record + probes, stats.records);
+    let mut sampled_found = 0;
+    for _ in 0..probes {
+        let i = rng.random_range(oldest..records);
+        sampled_found += u64::from(index.lookup(name(1, i)) == Some(Pbn(i)));
+    }
+    let start = Instant::now();
+    let false_positives: u64 = (0..probes)
+        .map(|i| u64::from(index.lookup(name(2, i)).is_some()))
+        .sum();
+    let miss_ns = ns_per(start, probes);
+    let after = index.stats();
     println!(
-        "{:>4} MiB {:6}: window {} live {} memory {} B = {:.2} B/live entry \
-         ({:.2} B/window entry); insert {:.0} ns, lookup hit {:.0} ns, miss {:.0} ns; \
-         newest {} found {:.2}%; false positives {:.3}% (bound 8/{} = {:.3}%); \
-         evicted early {}, cache loads {}",
+        "{:>5} MiB {:6}: window {window} live {} memory {} B = {:.3} B/window entry \
+         ({:.3} B/live entry); insert fill {fill_ns:.0} ns, steady {steady_ns:.0} ns; \
+         lookup hit {hit_ns:.0} ns, miss {miss_ns:.0} ns; hits: newest {newest} {:.3}%, \
+         whole window sample {probes} {:.3}%; false positives {:.3}% (bound 8/{} = {:.3}%); \
+         evicted early {}, chapters dropped {}",
         config.memory_bytes >> 20,
-        if config.sparse { "sparse" } else { "dense" },
-        window,
-        live,
-        stats.memory_bytes,
-        stats.memory_bytes as f64 / live as f64,
-        stats.memory_bytes as f64 / window as f64,
-        insert_ns,
-        hit_ns,
-        miss_ns,
-        probe,
-        100.0 * correct as f64 / probe as f64,
-        100.0 * false_positives as f64 / probe as f64,
-        stats.fingerprints,
-        800.0 / stats.fingerprints as f64,
-        stats.evicted_early,
-        stats.chapter_cache_loads,
+        mode(config.sparse),
+        stats.records - stats.oldest_record,
+        after.memory_bytes,
+        after.memory_bytes as f64 / window as f64,
+        after.memory_bytes as f64 / (stats.records - stats.oldest_record) as f64,
+        100.0 * newest_found as f64 / newest as f64,
+        100.0 * sampled_found as f64 / probes as f64,
+        100.0 * false_positives as f64 / probes as f64,
+        after.fingerprints,
+        800.0 / after.fingerprints as f64,
+        after.evicted_early,
+        after.chapters_dropped,
     );
 }
 
@@ -227,23 +267,26 @@ fn real_data(cap_mib: u64) {
 }
 
 fn main() {
-    let cap_mib = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(512);
-    geometry();
-    for config in [
-        IndexConfig::default(),
-        IndexConfig {
-            memory_bytes: 8 << 20,
-            sparse: false,
-        },
-        IndexConfig {
-            memory_bytes: 8 << 20,
-            sparse: true,
-        },
-    ] {
-        full_load(config);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(at) = args.iter().position(|a| a == "--real") {
+        let cap_mib = args.get(at + 1).and_then(|a| a.parse().ok()).unwrap_or(512);
+        real_data(cap_mib);
+        return;
     }
-    real_data(cap_mib);
+    let sizes: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let sizes = if sizes.is_empty() {
+        vec![16, 256]
+    } else {
+        sizes
+    };
+    geometry(&sizes);
+    for &mib in &sizes {
+        let config = IndexConfig {
+            memory_bytes: mib << 20,
+            sparse: false,
+        };
+        if config.validate().is_ok() {
+            full_load(config);
+        }
+    }
 }

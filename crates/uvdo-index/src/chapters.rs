@@ -1,24 +1,26 @@
 //! The chapter ring: which records are in the window, and where their PBNs are kept.
 //!
-//! Records are numbered in arrival order; chapter `c` holds records `c * K .. (c + 1) * K`.
-//! The open chapter takes new records; when it is full the next append closes it and opens the
-//! next one, and the chapter `chapters` back leaves the window. In dense mode each chapter's
-//! PBNs stay in memory as runs ([`PbnRuns`]) and the oldest chapters are also dropped early
-//! when the runs outgrow their budget, which keeps memory bounded whatever the PBN pattern.
-//! In sparse mode a closing chapter's records (name bits, PBN) are written to its slot on
-//! disk; only the open chapter's records are in memory.
+//! Chapter `c` holds the records numbered `c * K .. (c + 1) * K`. The open chapter takes new
+//! records; when it has no room the append closes it and opens the next one, and the chapter
+//! `chapters` back leaves the window. In sparse mode records are numbered in arrival order,
+//! and a closing chapter's records (name bits, PBN) are written to its slot on disk; only the
+//! open chapter's records are in memory. In dense mode a record's position within its chapter
+//! follows its PBN (see the chapter PBN module), each chapter's PBNs stay in memory, and the
+//! oldest chapters are also dropped early when those outgrow their budget, which keeps memory
+//! bounded whatever the PBN pattern.
 //!
 //! Invariants: `oldest <= open`, `open - oldest < chapters`, so live chapters map to distinct
-//! ring slots; `open_records <= K`.
+//! ring slots; `open_records <= K` (dense: positions given out in the open chapter);
+//! `appended` counts every append.
 
 use std::collections::HashMap;
 
 use uvdo_format::SequenceNumber;
 
-use crate::config::{DENSE_RING_BYTES_PER_CHAPTER, Geometry, RECORDS_PER_PAGE, to_usize};
+use crate::config::{Geometry, RECORDS_PER_PAGE, to_usize};
+use crate::dense_ring::DenseRing;
 use crate::error::IndexError;
 use crate::region::{IndexRegion, PageReader, PageWriter};
-use crate::runs::PbnRuns;
 
 /// A sparse chapter's record: the name bits compared exactly, and the PBN.
 pub(crate) type Record = (u64, u64);
@@ -28,6 +30,8 @@ pub(crate) struct Chapters {
     pub(crate) open: u64,
     pub(crate) oldest: u64,
     pub(crate) open_records: u64,
+    /// Records ever appended (inserts and refreshes).
+    pub(crate) appended: u64,
     pub(crate) body: Body,
     pub(crate) chapter_records: u64,
     pub(crate) chapters: u64,
@@ -35,11 +39,7 @@ pub(crate) struct Chapters {
 
 #[derive(Debug)]
 pub(crate) enum Body {
-    Dense {
-        ring: Vec<PbnRuns>,
-        run_bytes: u64,
-        budget_bytes: u64,
-    },
+    Dense(DenseRing),
     Sparse {
         records: Vec<Record>,
         positions: HashMap<u64, u32>,
@@ -70,28 +70,32 @@ impl Chapters {
                 pages_per_chapter: geometry.pages_per_chapter,
             }
         } else {
-            Body::Dense {
-                ring: vec![PbnRuns::default(); to_usize(geometry.chapters)],
-                run_bytes: 0,
-                budget_bytes: geometry.run_budget_bytes,
-            }
+            Body::Dense(DenseRing::new(
+                geometry.chapters,
+                geometry.chapter_records,
+                geometry.run_budget_bytes,
+            ))
         };
         Self {
             open: 0,
             oldest: 0,
             open_records: 0,
+            appended: 0,
             body,
             chapter_records: geometry.chapter_records,
             chapters: geometry.chapters,
         }
     }
 
-    fn ring_index(&self, chapter: u64) -> usize {
-        to_usize(chapter % self.chapters)
-    }
-
-    /// Appends a record to the open chapter, closing it first when full.
-    pub(crate) fn append(&mut self, bits: u64, pbn: u64) -> Appended {
+    /// Appends a record to the open chapter, closing it first when it has no room. Dense: a
+    /// `refresh` carries an old PBN, and the record must get a higher number than `after`
+    /// (the newest record its name may have).
+    pub(crate) fn append(
+        &mut self,
+        bits: u64,
+        pbn: u64,
+        (refresh, after): (bool, Option<u64>),
+    ) -> Appended {
         let mut result = Appended {
             chapter: self.open,
             position: 0,
@@ -99,30 +103,33 @@ impl Chapters {
             dropped: 0,
             write_failed: false,
         };
-        if self.open_records == self.chapter_records {
-            result.write_failed = self.close().is_err();
+        let position = loop {
+            match &mut self.body {
+                Body::Dense(ring) => {
+                    let k = self.chapter_records;
+                    let after = after.filter(|&r| r / k == self.open).map(|r| r % k);
+                    if let Some(position) = ring.add(pbn, refresh, after) {
+                        self.open_records = ring.open_positions();
+                        break position;
+                    }
+                }
+                Body::Sparse {
+                    records, positions, ..
+                } => {
+                    if self.open_records < self.chapter_records {
+                        let position = self.open_records;
+                        records.push((bits, pbn));
+                        positions.insert(bits, u32::try_from(position).expect("K fits u32"));
+                        self.open_records += 1;
+                        break position;
+                    }
+                }
+            }
+            result.write_failed |= self.close().is_err();
             result.closed = true;
             result.dropped += self.drop_expired();
-        }
-        let position = self.open_records;
-        let open_slot = self.ring_index(self.open);
-        match &mut self.body {
-            Body::Dense {
-                ring, run_bytes, ..
-            } => {
-                let runs = &mut ring[open_slot];
-                let before = runs.bytes();
-                runs.append(position, pbn);
-                *run_bytes = *run_bytes + runs.bytes() - before;
-            }
-            Body::Sparse {
-                records, positions, ..
-            } => {
-                records.push((bits, pbn));
-                positions.insert(bits, u32::try_from(position).expect("K fits u32"));
-            }
-        }
-        self.open_records += 1;
+        };
+        self.appended += 1;
         result.dropped += self.enforce_budget();
         result.chapter = self.open;
         result.position = position;
@@ -134,14 +141,7 @@ impl Chapters {
         let closing = self.open;
         let mut outcome = Ok(());
         match &mut self.body {
-            Body::Dense {
-                ring, run_bytes, ..
-            } => {
-                let runs = &mut ring[to_usize(closing % self.chapters)];
-                let before = runs.bytes();
-                runs.shrink();
-                *run_bytes = *run_bytes + runs.bytes() - before;
-            }
+            Body::Dense(ring) => ring.close(closing, self.appended),
             Body::Sparse {
                 records,
                 positions,
@@ -173,27 +173,17 @@ impl Chapters {
 
     fn drop_oldest(&mut self) {
         assert!(self.oldest < self.open, "dropping the open chapter");
-        let slot = self.ring_index(self.oldest);
-        if let Body::Dense {
-            ring, run_bytes, ..
-        } = &mut self.body
-        {
-            *run_bytes -= ring[slot].bytes();
-            ring[slot] = PbnRuns::default();
+        if let Body::Dense(ring) = &mut self.body {
+            ring.drop_chapter(self.oldest);
         }
         self.oldest += 1;
     }
 
-    /// Dense: drops the oldest chapters while the runs are over budget.
+    /// Dense: drops the oldest chapters while the PBN maps are over budget.
     fn enforce_budget(&mut self) -> u64 {
         let mut dropped = 0;
-        while let Body::Dense {
-            run_bytes,
-            budget_bytes,
-            ..
-        } = &self.body
-        {
-            if *run_bytes <= *budget_bytes || self.oldest == self.open {
+        while let Body::Dense(ring) = &self.body {
+            if !ring.over_budget() || self.oldest == self.open {
                 break;
             }
             self.drop_oldest();
@@ -202,12 +192,11 @@ impl Chapters {
         dropped
     }
 
-    /// Records of the chapter in `open` are readable up to this position.
-    fn records_in(&self, chapter: u64) -> u64 {
-        if chapter == self.open {
-            self.open_records
-        } else {
-            self.chapter_records
+    /// The number of records appended before the oldest live chapter opened.
+    pub(crate) fn oldest_record(&self) -> u64 {
+        match &self.body {
+            Body::Dense(ring) => ring.start(self.oldest),
+            Body::Sparse { .. } => self.oldest * self.chapter_records,
         }
     }
 
@@ -217,13 +206,13 @@ impl Chapters {
 
     /// Dense: the PBN of record `position` of `chapter`, if the chapter is still live.
     pub(crate) fn resolve(&self, chapter: u64, position: u64) -> Option<u64> {
-        let Body::Dense { ring, .. } = &self.body else {
+        let Body::Dense(ring) = &self.body else {
             return None;
         };
-        if !self.is_live(chapter) || position >= self.records_in(chapter) {
+        if !self.is_live(chapter) {
             return None;
         }
-        ring[self.ring_index(chapter)].resolve(position)
+        ring.resolve(chapter, self.open, position)
     }
 
     /// Sparse: the PBN of `bits` in the open chapter.
@@ -271,12 +260,18 @@ impl Chapters {
         }
     }
 
+    /// Whether a refresh may append a record (see [`DenseRing::refresh_has_room`]).
+    pub(crate) fn refresh_has_room(&self) -> bool {
+        match &self.body {
+            Body::Dense(ring) => ring.refresh_has_room(),
+            Body::Sparse { .. } => true,
+        }
+    }
+
     /// Bytes of memory the ring holds.
     pub(crate) fn memory_bytes(&self) -> u64 {
         match &self.body {
-            Body::Dense { run_bytes, .. } => {
-                run_bytes + self.chapters * DENSE_RING_BYTES_PER_CHAPTER
-            }
+            Body::Dense(ring) => ring.memory_bytes(),
             Body::Sparse {
                 records, positions, ..
             } => records.capacity() as u64 * 16 + positions.capacity() as u64 * 24,

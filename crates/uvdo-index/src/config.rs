@@ -1,31 +1,38 @@
 //! The index configuration and the geometry derived from it.
 //!
-//! Everything the index allocates is sized here, once, from `memory_bytes`: the slot table,
-//! the budget for per-chapter PBN runs (dense) or the chapter cache (sparse), the chapter size
-//! and count, and the disk region. The derivation is deterministic, so a save can be checked
+//! Everything the index allocates is sized here, once, from `memory_bytes`: the table (delta
+//! lists in dense mode, see the sizing module; buckets of packed slots in sparse mode), the
+//! budget for per-chapter PBN maps (dense) or the chapter cache (sparse), the chapter size and
+//! count, and the disk region. The derivation is deterministic, so a save can be checked
 //! against the geometry of the config given to `load`.
 
 use uvdo_format::index_page::INDEX_PAGE_CAPACITY;
 
 use crate::error::IndexError;
+use crate::sizing::{ListGeometry, dense_sizing};
 use crate::slot::SlotCodec;
 
 /// Default index memory, as in VDO (`--uds-memory-size 0.25`).
 pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
 /// Smallest accepted index memory.
 pub const MEMORY_BYTES_MIN: u64 = 16 << 10;
-/// Largest accepted index memory (bucket addressing takes 30 name bits per shard).
+/// Largest accepted index memory (sparse bucket addressing takes 30 name bits per shard). A
+/// dense index is refused well below this, from about 3 GiB, where a lookup of an absent name
+/// would meet more than one false candidate on average.
 pub const MEMORY_BYTES_MAX: u64 = 64 << 30;
-/// Slots per bucket; a name may live in either of two buckets, so a lookup reads 8 slots.
+/// Slots per bucket of the sparse table; a name may live in either of two buckets, so a sparse
+/// lookup reads 8 slots. (The dense table keeps delta lists instead.)
 pub const BUCKET_SLOTS: usize = 4;
-/// Live entries the table is sized for, as a fraction of its slots (two-choice buckets of 4
-/// start evicting early above about this).
-pub(crate) const LOAD_PER_MILLE: u64 = 930;
 /// One name in this many is a hook in sparse mode (UDS samples 1 in 32).
 pub const SPARSE_SAMPLE_RATE: u64 = 32;
 /// Live entries a sparse table is sized for, per mille of its slots.
 const SPARSE_LOAD_PER_MILLE: u64 = 850;
-/// Sparse mode covers this many times the dense window for the same memory.
+/// Load of the 32-bit slot table dense indexes had before delta lists; sparse geometry is
+/// still derived from the window that table gave (see [`slot_era_dense_window`]).
+const SLOT_ERA_LOAD_PER_MILLE: u64 = 930;
+/// Sparse mode covers this many times the window a dense index had with the same memory before
+/// dense indexes kept delta lists (about 8 times today's dense window of `memory_bytes / 4`
+/// names): sparse geometry, and so the on-disk region of sparse volumes, did not change.
 pub const SPARSE_WINDOW_FACTOR: u64 = 10;
 /// Records of a sparse chapter on disk take this many bytes each (name bits, PBN).
 pub(crate) const SPARSE_RECORD_BYTES: usize = 16;
@@ -37,7 +44,7 @@ pub(crate) const SAVE_HEADER_BYTES: u64 = 128;
 pub(crate) const CACHE_BYTES_PER_RECORD: u64 = 96;
 
 const SHARDS_MAX: u64 = 16;
-/// Below this many fingerprint values a dense lookup is mostly false positives.
+/// Below this many fingerprint values a sparse lookup is mostly false positives.
 const FINGERPRINTS_MIN: u64 = 8;
 const CHAPTER_RECORDS_MAX: u64 = 1024;
 const CHAPTER_RECORDS_MIN: u64 = 16;
@@ -46,7 +53,8 @@ const SPARSE_CHAPTER_RECORDS_MIN: u64 = 256;
 /// Smallest memory for a sparse index: its cache must hold a chapter beside the open one.
 pub const SPARSE_MEMORY_BYTES_MIN: u64 = 1 << 20;
 const CACHE_CHAPTERS_MAX: u64 = 64;
-/// Bytes charged per chapter of the dense ring (the `Vec` header of its runs).
+/// Bytes charged per chapter of the dense ring: the pointer to its PBN map, and the count of
+/// records appended before it opened.
 pub(crate) const DENSE_RING_BYTES_PER_CHAPTER: u64 = 24;
 
 /// What the engine asks of the index.
@@ -72,19 +80,34 @@ impl Default for IndexConfig {
 pub(crate) struct Geometry {
     pub(crate) sparse: bool,
     pub(crate) shards: usize,
-    pub(crate) buckets_per_shard: usize,
     pub(crate) chapter_records: u64,
     /// Chapters in the window (the ring).
     pub(crate) chapters: u64,
     /// The newest chapters whose every name is in the table (all of them in dense mode).
     pub(crate) dense_chapters: u64,
-    pub(crate) codec: SlotCodec,
-    /// Dense: bytes the PBN runs of all chapters may take before the oldest is dropped.
+    pub(crate) table: TableShape,
+    /// Dense: bytes the PBN maps of all chapters may take before the oldest is dropped.
     pub(crate) run_budget_bytes: u64,
     /// Sparse: chapters the cache holds.
     pub(crate) cache_chapters: u64,
     pub(crate) save_pages: u64,
     pub(crate) pages_per_chapter: u64,
+}
+
+/// The shape of the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TableShape {
+    /// Dense: delta lists.
+    Lists(ListGeometry),
+    /// Sparse: two-choice buckets of packed 32-bit slots.
+    Slots(SlotGeometry),
+}
+
+/// The sparse table's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SlotGeometry {
+    pub(crate) buckets_per_shard: usize,
+    pub(crate) codec: SlotCodec,
 }
 
 impl IndexConfig {
@@ -93,7 +116,8 @@ impl IndexConfig {
     /// # Errors
     ///
     /// `InvalidConfig` when the memory is outside
-    /// [`MEMORY_BYTES_MIN`]..=[`MEMORY_BYTES_MAX`].
+    /// [`MEMORY_BYTES_MIN`]..=[`MEMORY_BYTES_MAX`], or too large for a dense index to keep
+    /// lookups of absent names under one false candidate on average (about 3 GiB).
     pub fn validate(&self) -> Result<(), IndexError> {
         self.geometry().map(|_| ())
     }
@@ -135,19 +159,22 @@ impl IndexConfig {
                 found: self.memory_bytes,
             });
         }
-        let geometry = if self.sparse {
-            sparse_geometry(self.memory_bytes)
-        } else {
-            dense_geometry(self.memory_bytes)
-        };
-        if geometry.codec.fingerprints < FINGERPRINTS_MIN {
-            return Err(IndexError::InvalidConfig {
-                field: "memory_bytes",
-                expected: "a dense window small enough for 3 fingerprint bits (about 2 GiB)",
-                found: self.memory_bytes,
-            });
+        if self.sparse {
+            let geometry = sparse_geometry(self.memory_bytes);
+            if geometry.slot_geometry().codec.fingerprints < FINGERPRINTS_MIN {
+                return Err(IndexError::InvalidConfig {
+                    field: "memory_bytes",
+                    expected: "a sparse window small enough for 3 fingerprint bits",
+                    found: self.memory_bytes,
+                });
+            }
+            return Ok(geometry);
         }
-        Ok(geometry)
+        dense_geometry(self.memory_bytes).ok_or(IndexError::InvalidConfig {
+            field: "memory_bytes",
+            expected: "a dense index small enough for one false candidate per lookup (about 3 GiB)",
+            found: self.memory_bytes,
+        })
     }
 }
 
@@ -162,66 +189,61 @@ fn table_layout(table_bytes: u64) -> (usize, usize) {
     (to_usize(shards), to_usize(buckets))
 }
 
-fn chapter_records_for(window: u64) -> u64 {
-    let target = (window / CHAPTERS_TARGET_MIN).max(1);
-    let power = 1_u64 << (63 - target.leading_zeros());
-    power.clamp(CHAPTER_RECORDS_MIN, CHAPTER_RECORDS_MAX)
-}
-
-fn dense_geometry(memory_bytes: u64) -> Geometry {
+/// The window, and chapter size, that a dense index of `memory_bytes` had with two-choice
+/// buckets of 32-bit slots at 93 % load and a run budget of the rest. Sparse geometry is
+/// derived from it unchanged, so that existing sparse volumes, whose index region was sized
+/// by it, still fit.
+fn slot_era_dense_window(memory_bytes: u64) -> (u64, u64) {
     let mut table_bytes = (memory_bytes - fixed_bytes(to_usize(SHARDS_MAX))) / 8 * 7;
     loop {
         let (shards, buckets_per_shard) = table_layout(table_bytes);
         let slots = (shards * buckets_per_shard * BUCKET_SLOTS) as u64;
-        let target = slots * LOAD_PER_MILLE / 1000;
-        let chapter_records = chapter_records_for(target);
+        let target = slots * SLOT_ERA_LOAD_PER_MILLE / 1000;
+        let chapter_records = sparse_chapter_records_for(target);
         let chapters = target / chapter_records;
         let ring_bytes = chapters * DENSE_RING_BYTES_PER_CHAPTER;
         let used = slots * 4 + ring_bytes + fixed_bytes(shards);
-        let run_budget_bytes = memory_bytes.saturating_sub(used);
-        // The open chapter alone may need one run per record.
-        if run_budget_bytes >= 2 * chapter_records * 8 {
-            return dense_layout(
-                shards,
-                buckets_per_shard,
-                chapters,
-                chapter_records,
-                run_budget_bytes,
-            );
+        if memory_bytes.saturating_sub(used) >= 2 * chapter_records * 8 {
+            return (chapters * chapter_records, chapter_records);
         }
         table_bytes -= table_bytes / 16;
     }
 }
 
-fn dense_layout(
-    shards: usize,
-    buckets_per_shard: usize,
-    chapters: u64,
-    chapter_records: u64,
-    run_budget_bytes: u64,
-) -> Geometry {
-    let slots = (shards * buckets_per_shard * BUCKET_SLOTS) as u64;
-    let codec = SlotCodec::new(chapters, chapter_records, false);
-    let run_bytes_max = run_budget_bytes + chapter_records * 8;
-    let save_bytes = SAVE_HEADER_BYTES + slots * 4 + chapters * 8 + run_bytes_max;
-    Geometry {
+/// Sparse chapters: a 64th of the window, within 16..=1024 records.
+fn sparse_chapter_records_for(window: u64) -> u64 {
+    let target = (window / CHAPTERS_TARGET_MIN).max(1);
+    let power = 1_u64 << (63 - target.leading_zeros());
+    power.clamp(CHAPTER_RECORDS_MIN, CHAPTER_RECORDS_MAX)
+}
+
+fn dense_geometry(memory_bytes: u64) -> Option<Geometry> {
+    let sizing = dense_sizing(memory_bytes)?;
+    let lists = sizing.lists;
+    let shards = to_u64(sizing.shards);
+    let arenas = shards * (to_u64(lists.lists_per_shard + 1) * 4 + to_u64(lists.arena_bytes));
+    // Per chapter its start and word count, the maps (within their budget), and the open
+    // chapter's block tables with their count.
+    let k = sizing.chapter_records;
+    let tables = 16 + 24 * (k / crate::chapter_pbns::block_positions(k));
+    let save_bytes =
+        SAVE_HEADER_BYTES + arenas + sizing.chapters * 16 + sizing.run_budget_bytes + tables;
+    Some(Geometry {
         sparse: false,
-        shards,
-        buckets_per_shard,
-        chapter_records,
-        chapters,
-        dense_chapters: chapters,
-        codec,
-        run_budget_bytes,
+        shards: sizing.shards,
+        chapter_records: sizing.chapter_records,
+        chapters: sizing.chapters,
+        dense_chapters: sizing.chapters,
+        table: TableShape::Lists(lists),
+        run_budget_bytes: sizing.run_budget_bytes,
         cache_chapters: 0,
         save_pages: save_bytes.div_ceil(INDEX_PAGE_CAPACITY as u64),
         pages_per_chapter: 0,
-    }
+    })
 }
 
 fn sparse_geometry(memory_bytes: u64) -> Geometry {
-    let dense = dense_geometry(memory_bytes);
-    let dense_window = dense.window_entries();
+    let (dense_window, dense_chapter_records) = slot_era_dense_window(memory_bytes);
     let (shards, buckets_per_shard) = table_layout(memory_bytes / 16 * 15);
     let slots = (shards * buckets_per_shard * BUCKET_SLOTS) as u64;
     // Hooks are the oldest entries; a lower load keeps bucket overflow from reaching them.
@@ -230,9 +252,7 @@ fn sparse_geometry(memory_bytes: u64) -> Geometry {
     // Small chapters for small memories, so the cache still holds a few (plus the open one).
     // At least 256 records, so a chapter almost surely holds a hook (e^-8 that it does not).
     let cache_fit = (cache_bytes / (5 * CACHE_BYTES_PER_RECORD)).max(SPARSE_CHAPTER_RECORDS_MIN);
-    let chapter_records = dense
-        .chapter_records
-        .min(1 << (63 - cache_fit.leading_zeros()));
+    let chapter_records = dense_chapter_records.min(1 << (63 - cache_fit.leading_zeros()));
     let chapters = dense_window * SPARSE_WINDOW_FACTOR / chapter_records;
     let hooks = chapters * chapter_records / SPARSE_SAMPLE_RATE;
     // Dense names D plus hooks of the rest: D + (W - D) / 32 <= capacity.
@@ -248,11 +268,13 @@ fn sparse_geometry(memory_bytes: u64) -> Geometry {
     Geometry {
         sparse: true,
         shards,
-        buckets_per_shard,
         chapter_records,
         chapters,
         dense_chapters,
-        codec,
+        table: TableShape::Slots(SlotGeometry {
+            buckets_per_shard,
+            codec,
+        }),
         run_budget_bytes: 0,
         cache_chapters: cache_chapters.clamp(1, CACHE_CHAPTERS_MAX),
         save_pages: save_bytes.div_ceil(INDEX_PAGE_CAPACITY as u64),
@@ -270,8 +292,26 @@ impl Geometry {
         self.chapters * self.chapter_records
     }
 
+    /// Sparse: the slot table's shape.
+    pub(crate) fn slot_geometry(&self) -> &SlotGeometry {
+        match &self.table {
+            TableShape::Slots(slots) => slots,
+            TableShape::Lists(_) => panic!("a dense geometry has no slots"),
+        }
+    }
+
+    /// Sparse: table slots.
     pub(crate) fn slots(&self) -> usize {
-        self.shards * self.buckets_per_shard * BUCKET_SLOTS
+        self.shards * self.slot_geometry().buckets_per_shard * BUCKET_SLOTS
+    }
+
+    /// Fingerprint values per entry, scaled so that `8 / fingerprints` bounds the chance a
+    /// lookup of an absent name gives advice (see [`crate::IndexStats::fingerprints`]).
+    pub(crate) fn fingerprints(&self) -> u64 {
+        match &self.table {
+            TableShape::Lists(lists) => lists.fingerprints,
+            TableShape::Slots(slots) => slots.codec.fingerprints,
+        }
     }
 
     pub(crate) fn disk_blocks(&self) -> u64 {

@@ -1,12 +1,18 @@
-//! The dedupe index: the slot table shards, the chapter ring, and (sparse) the chapter cache.
+//! The dedupe index: the table shards, the chapter ring, and (sparse) the chapter cache.
 //!
 //! Locks: each shard of the table has its own lock, chosen by name bits, so concurrent writers
 //! rarely meet; the chapter ring has one lock, held only to append a record or resolve a PBN.
 //! The order is shard, then ring, then cache; the ring lock is never held while taking a shard
 //! lock, which is why the sweep after a chapter close runs after the ring lock is released.
-//! The open and oldest chapter numbers are mirrored in atomics so a shard operation can decide
-//! liveness without the ring lock; they are read after the shard lock is taken, so they are at
-//! least as new as any slot in that shard.
+//! The open and oldest chapter numbers and the record count are mirrored in atomics so a shard
+//! operation can decide liveness without the ring lock; they are read after the shard lock is
+//! taken, so they are at least as new as any entry in that shard.
+//!
+//! The dense and sparse paths differ in their table (see the `dense` and `sparse` submodules);
+//! this module holds what they share.
+
+mod dense;
+mod sparse;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,27 +21,36 @@ use uvdo_format::Pbn;
 
 use crate::cache::ChapterCache;
 use crate::chapters::{Appended, ChapterDisk, Chapters};
-use crate::config::{Geometry, IndexConfig, fixed_bytes, to_u64, to_usize};
+use crate::config::{Geometry, IndexConfig, TableShape, fixed_bytes, to_usize};
+use crate::dense_shard::DenseShard;
 use crate::error::IndexError;
 use crate::region::IndexRegion;
-use crate::slot::{Entry, NameKey};
 use crate::stats::{Counters, IndexStats, bump, get};
-use crate::table::{Candidate, Liveness, Placement, Shard};
+use crate::table::Shard;
 
 /// The deduplication index (see the crate doc).
 #[derive(Debug)]
 pub struct DedupeIndex {
     pub(crate) config: IndexConfig,
     pub(crate) geometry: Geometry,
-    pub(crate) shards: Vec<RwLock<Shard>>,
+    pub(crate) table: Table,
     pub(crate) chapters: RwLock<Chapters>,
     pub(crate) cache: Option<Mutex<ChapterCache>>,
     pub(crate) disk: Option<ChapterDisk>,
     pub(crate) region: Option<IndexRegion>,
     pub(crate) open: AtomicU64,
     pub(crate) oldest: AtomicU64,
-    pub(crate) records: AtomicU64,
+    /// The first record number not given out yet: `open * K` plus the open chapter's
+    /// positions given out. Every stored record is below it.
+    pub(crate) frontier: AtomicU64,
     pub(crate) counters: Counters,
+}
+
+/// The table's shards: delta lists (dense) or slot buckets (sparse).
+#[derive(Debug)]
+pub(crate) enum Table {
+    Dense(Vec<RwLock<DenseShard>>),
+    Sparse(Vec<RwLock<Shard>>),
 }
 
 impl DedupeIndex {
@@ -54,17 +69,26 @@ impl DedupeIndex {
             region.check(geometry.disk_blocks())?;
         }
         let chapters = Chapters::new(&geometry, region.as_ref());
-        let shards = (0..geometry.shards)
-            .map(|_| RwLock::new(Shard::new(geometry.buckets_per_shard)))
-            .collect();
-        Ok(Self::assemble(config, geometry, region, shards, chapters))
+        let table = match &geometry.table {
+            TableShape::Lists(lists) => Table::Dense(
+                (0..geometry.shards)
+                    .map(|_| RwLock::new(DenseShard::new(lists)))
+                    .collect(),
+            ),
+            TableShape::Slots(slots) => Table::Sparse(
+                (0..geometry.shards)
+                    .map(|_| RwLock::new(Shard::new(slots.buckets_per_shard)))
+                    .collect(),
+            ),
+        };
+        Ok(Self::assemble(config, geometry, region, table, chapters))
     }
 
     pub(crate) fn assemble(
         config: IndexConfig,
         geometry: Geometry,
         region: Option<IndexRegion>,
-        shards: Vec<RwLock<Shard>>,
+        table: Table,
         chapters: Chapters,
     ) -> Self {
         let cache = geometry.sparse.then(|| {
@@ -74,16 +98,16 @@ impl DedupeIndex {
                 records,
             ))
         });
-        let records = chapters.open * geometry.chapter_records + chapters.open_records;
+        let frontier = chapters.open * geometry.chapter_records + chapters.open_records;
         Self {
             config,
             geometry,
             open: AtomicU64::new(chapters.open),
             oldest: AtomicU64::new(chapters.oldest),
-            records: AtomicU64::new(records),
+            frontier: AtomicU64::new(frontier),
             disk: chapters.disk(),
             chapters: RwLock::new(chapters),
-            shards,
+            table,
             cache,
             region,
             counters: Counters::default(),
@@ -96,108 +120,25 @@ impl DedupeIndex {
         self.config
     }
 
-    pub(crate) fn liveness(&self) -> Liveness {
-        let open = self.open.load(Ordering::Acquire);
-        let oldest = self.oldest.load(Ordering::Acquire);
-        let dense_floor = (open + 1).saturating_sub(self.geometry.dense_chapters);
-        Liveness {
-            open,
-            oldest,
-            dense_oldest: oldest.max(dense_floor),
-        }
-    }
-
-    fn key(&self, name: u128) -> NameKey {
-        let g = &self.geometry;
-        g.codec.key(name, g.shards, g.buckets_per_shard)
-    }
-
     /// Advice for `name`: a PBN that may hold the same data, or None.
     ///
     /// The answer is a hint: it may be stale or a fingerprint false positive, so the caller
     /// compares the block's bytes before sharing it.
     pub fn lookup(&self, name: u128) -> Option<Pbn> {
         bump(&self.counters.lookups, 1);
-        let key = self.key(name);
-        let candidates = {
-            let shard = self.shards[key.shard].read();
-            shard.matches(&self.geometry.codec, &key, &self.liveness())
-        };
-        let found = if self.geometry.sparse {
-            self.resolve_sparse(&key, candidates.as_slice())
-        } else {
-            self.resolve_dense(candidates.as_slice())
+        let found = match &self.table {
+            Table::Dense(shards) => self.lookup_dense(shards, name),
+            Table::Sparse(shards) => self.lookup_sparse(shards, name),
         };
         let (chapter, pbn) = found?;
         bump(&self.counters.hits, 1);
         let open = self.open.load(Ordering::Acquire);
-        if open.saturating_sub(chapter) >= self.geometry.dense_chapters / 2 {
+        let old = open.saturating_sub(chapter) >= self.geometry.dense_chapters / 2;
+        if old && self.chapters.read().refresh_has_room() {
             bump(&self.counters.refreshes, 1);
-            self.put(name, pbn);
+            self.put(name, pbn, true);
         }
         Some(Pbn(pbn))
-    }
-
-    fn resolve_dense(&self, candidates: &[Candidate]) -> Option<(u64, u64)> {
-        let chapters = self.chapters.read();
-        candidates.iter().find_map(|c| {
-            chapters
-                .resolve(c.chapter, c.position)
-                .map(|pbn| (c.chapter, pbn))
-        })
-    }
-
-    fn resolve_sparse(&self, key: &NameKey, candidates: &[Candidate]) -> Option<(u64, u64)> {
-        for candidate in candidates {
-            if let Some(pbn) = self.sparse_record(candidate.chapter, key.bits) {
-                return Some((candidate.chapter, pbn));
-            }
-        }
-        let cache = self
-            .cache
-            .as_ref()
-            .expect("sparse index has a cache")
-            .lock();
-        let (chapter, pbn) = cache.search(key.bits)?;
-        let live = chapter >= self.oldest.load(Ordering::Acquire);
-        live.then_some((chapter, pbn))
-    }
-
-    /// Sparse: the PBN of `bits` in `chapter`, from the open chapter or the cache, reading
-    /// the chapter from disk into the cache if needed.
-    fn sparse_record(&self, chapter: u64, bits: u64) -> Option<u64> {
-        {
-            let chapters = self.chapters.read();
-            if !chapters.is_live(chapter) {
-                return None;
-            }
-            if chapter == chapters.open {
-                return chapters.find_open(bits);
-            }
-        }
-        let mut cache = self
-            .cache
-            .as_ref()
-            .expect("sparse index has a cache")
-            .lock();
-        if let Some(found) = cache.find_in(chapter, bits) {
-            return found;
-        }
-        let disk = self
-            .disk
-            .as_ref()
-            .expect("sparse index has chapters on disk");
-        match disk.read(chapter) {
-            Ok(records) => {
-                let found = records.iter().rev().find(|r| r.0 == bits).map(|r| r.1);
-                cache.insert(chapter, records);
-                found
-            }
-            Err(_) => {
-                bump(&self.counters.chapter_io_errors, 1);
-                None
-            }
-        }
     }
 
     /// Records that `pbn` holds the data named `name`; a later lookup returns the newest.
@@ -207,51 +148,27 @@ impl DedupeIndex {
     /// If `pbn` is 2^48 or more (VDO's PBNs are 36 bits): an engine bug.
     pub fn insert(&self, name: u128, pbn: Pbn) {
         bump(&self.counters.inserts, 1);
-        self.put(name, pbn.0);
+        self.put(name, pbn.0, false);
     }
 
-    fn put(&self, name: u128, pbn: u64) {
-        let key = self.key(name);
-        let appended = self.append(key.bits, pbn);
-        let codec = &self.geometry.codec;
-        let mut shard = self.shards[key.shard].write();
-        let live = self.liveness();
-        if appended.chapter < live.oldest {
-            return;
-        }
-        let candidates = shard.matches(codec, &key, &live);
-        let replace = if self.geometry.sparse {
-            // Fingerprints are wide in sparse mode: a match is this name's older entry.
-            candidates.as_slice().first().map(|c| c.index)
-        } else {
-            let chapters = self.chapters.read();
-            candidates
-                .as_slice()
-                .iter()
-                .find(|c| chapters.resolve(c.chapter, c.position) == Some(pbn))
-                .map(|c| c.index)
-        };
-        let slot = codec.encode(Entry {
-            fingerprint: key.fingerprint,
-            tag: codec.tag_of(appended.chapter),
-            position: if self.geometry.sparse {
-                0
-            } else {
-                appended.position
-            },
-        });
-        if shard.put(codec, &key, &live, slot, replace) == Placement::EvictedEarly {
-            bump(&self.counters.evicted_early, 1);
+    /// Records `pbn` for `name`; a `refresh` re-records an old hit in the open chapter.
+    fn put(&self, name: u128, pbn: u64, refresh: bool) {
+        match &self.table {
+            Table::Dense(shards) => self.put_dense(shards, name, pbn, refresh),
+            Table::Sparse(shards) => self.put_sparse(shards, name, pbn),
         }
     }
 
-    fn append(&self, bits: u64, pbn: u64) -> Appended {
+    /// Appends a record to the open chapter, sweeping after a chapter close (see
+    /// [`Chapters::append`] for `order`).
+    fn append(&self, bits: u64, pbn: u64, order: (bool, Option<u64>)) -> Appended {
         let appended = {
             let mut chapters = self.chapters.write();
-            let appended = chapters.append(bits, pbn);
+            let appended = chapters.append(bits, pbn, order);
             self.open.store(chapters.open, Ordering::Release);
             self.oldest.store(chapters.oldest, Ordering::Release);
-            self.records.fetch_add(1, Ordering::Relaxed);
+            let frontier = chapters.open * self.geometry.chapter_records + chapters.open_records;
+            self.frontier.store(frontier, Ordering::Release);
             appended
         };
         bump(&self.counters.chapters_dropped, appended.dropped);
@@ -264,75 +181,47 @@ impl DedupeIndex {
         appended
     }
 
-    /// Clears expired entries from a slice of every shard, so that each slot is visited at
-    /// least once every `lag` chapter closes (see the slot module's invariants).
+    /// Clears expired entries from a slice of every shard, so that each slot or list is
+    /// visited at least once every `lag` chapter closes (see the slot and list modules).
     fn sweep_after_close(&self) {
-        let per_shard = self.geometry.buckets_per_shard * crate::config::BUCKET_SLOTS;
-        let count = per_shard.div_ceil(to_usize(self.geometry.codec.lag));
-        for shard in &self.shards {
-            let mut shard = shard.write();
-            let live = self.liveness();
-            shard.sweep(&self.geometry.codec, &live, count);
+        match &self.table {
+            Table::Dense(shards) => self.sweep_dense(shards, false),
+            Table::Sparse(shards) => self.sweep_sparse(shards, false),
         }
     }
 
     /// Clears expired entries from the whole table (after a load).
     pub(crate) fn sweep_all(&self) {
-        let per_shard = self.geometry.buckets_per_shard * crate::config::BUCKET_SLOTS;
-        for shard in &self.shards {
-            let mut shard = shard.write();
-            let live = self.liveness();
-            shard.sweep(&self.geometry.codec, &live, per_shard);
+        match &self.table {
+            Table::Dense(shards) => self.sweep_dense(shards, true),
+            Table::Sparse(shards) => self.sweep_sparse(shards, true),
         }
     }
 
     /// Stops returning `pbn` as advice for `name` (the engine found it stale).
     pub fn forget(&self, name: u128, pbn: Pbn) {
-        let key = self.key(name);
-        let mut shard = self.shards[key.shard].write();
-        let live = self.liveness();
-        let candidates = shard.matches(&self.geometry.codec, &key, &live);
-        let mut forgotten = 0;
-        for candidate in candidates.as_slice() {
-            let holds = if self.geometry.sparse {
-                self.sparse_record(candidate.chapter, key.bits) == Some(pbn.0)
-            } else {
-                let chapters = self.chapters.read();
-                chapters.resolve(candidate.chapter, candidate.position) == Some(pbn.0)
-            };
-            if holds {
-                shard.clear(candidate.index);
-                forgotten += 1;
-            }
-        }
-        drop(shard);
-        if self.geometry.sparse {
-            forgotten += u64::from(self.chapters.write().forget_open(key.bits, pbn.0));
-            let mut cache = self
-                .cache
-                .as_ref()
-                .expect("sparse index has a cache")
-                .lock();
-            forgotten += u64::from(cache.forget(key.bits, pbn.0));
-        }
+        let forgotten = match &self.table {
+            Table::Dense(shards) => self.forget_dense(shards, name, pbn.0),
+            Table::Sparse(shards) => self.forget_sparse(shards, name, pbn.0),
+        };
         bump(&self.counters.stale_forgotten, forgotten.min(1));
     }
 
-    /// Live entries in the table, by a full scan (O(slots): for tests and measurements).
+    /// Live entries in the table, by a full scan (O(table): for tests and measurements).
     #[must_use]
     pub fn live_entries(&self) -> u64 {
-        self.shards
-            .iter()
-            .map(|shard| {
-                let shard = shard.read();
-                shard.count_live(&self.geometry.codec, &self.liveness())
-            })
-            .sum()
+        match &self.table {
+            Table::Dense(shards) => self.live_dense(shards),
+            Table::Sparse(shards) => self.live_sparse(shards),
+        }
     }
 
     /// Memory held now by every structure of the index.
     fn memory_bytes(&self) -> u64 {
-        let table = to_u64(self.geometry.slots()) * 4;
+        let table = match &self.table {
+            Table::Dense(shards) => shards.iter().map(|s| s.read().memory_bytes()).sum(),
+            Table::Sparse(_) => crate::config::to_u64(self.geometry.slots()) * 4,
+        };
         let chapters = self.chapters.read().memory_bytes();
         let cache = self.cache.as_ref().map_or(0, |c| c.lock().memory_bytes());
         table + chapters + cache + fixed_bytes(self.geometry.shards)
@@ -342,8 +231,14 @@ impl DedupeIndex {
     #[must_use]
     pub fn stats(&self) -> IndexStats {
         let c = &self.counters;
-        let entries = self.shards.iter().map(|s| s.read().occupied()).sum();
-        let oldest = self.oldest.load(Ordering::Acquire);
+        let entries = match &self.table {
+            Table::Dense(shards) => shards.iter().map(|s| s.read().entries()).sum(),
+            Table::Sparse(shards) => shards.iter().map(|s| s.read().occupied()).sum(),
+        };
+        let (records, oldest_record) = {
+            let chapters = self.chapters.read();
+            (chapters.appended, chapters.oldest_record())
+        };
         IndexStats {
             entries,
             window_entries: self.geometry.window_entries(),
@@ -356,11 +251,11 @@ impl DedupeIndex {
             stale_forgotten: get(&c.stale_forgotten),
             chapters_dropped: get(&c.chapters_dropped),
             evicted_early: get(&c.evicted_early),
-            records: self.records.load(Ordering::Relaxed),
-            oldest_record: oldest * self.geometry.chapter_records,
+            records,
+            oldest_record,
             chapter_cache_loads: self.cache.as_ref().map_or(0, |c| c.lock().loads),
             chapter_io_errors: get(&c.chapter_io_errors),
-            fingerprints: self.geometry.codec.fingerprints,
+            fingerprints: self.geometry.fingerprints(),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The packed 32-bit table slot and the name bits it is derived from.
+//! The packed 32-bit slot of the sparse table, and the name bits it is derived from. (Dense
+//! indexes used it too, with chapter positions, until they moved to delta lists.)
 //!
 //! A slot is a mixed-radix number, so no bit is wasted on a field whose range is not a power
 //! of two:
@@ -8,7 +9,7 @@
 //! slot = 1 + ((fp - 1) * tags + tag) * positions + position
 //!        fp       in 1..=fingerprints   name bits not used to pick the bucket
 //!        tag      chapter number mod tags, tags = chapters + lag
-//!        position record within the chapter (dense); positions = 1 in sparse mode
+//!        position record within the chapter; positions = 1 in sparse mode
 //! ```
 //!
 //! `fingerprints` is whatever is left of 2^32 after tags and positions, so it shrinks as the

@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// A snapshot of the index's state and counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IndexStats {
-    /// Occupied table slots: live entries, plus expired ones not yet swept or reused (at most
-    /// about 1/16 of the window). [`crate::DedupeIndex::live_entries`] counts exactly.
+    /// Entries stored: live ones, plus expired ones not yet swept or reused (sparse: at most
+    /// about 1/16 of the window; dense: about one per list, 1 % of the window).
+    /// [`crate::DedupeIndex::live_entries`] counts exactly.
     pub entries: u64,
     /// Names the window covers (capacity).
     pub window_entries: u64,
@@ -24,20 +25,25 @@ pub struct IndexStats {
     pub refreshes: u64,
     /// Entries cleared by `forget`.
     pub stale_forgotten: u64,
-    /// Chapters that left the window (ring wrap, or dense run budget exceeded).
+    /// Chapters that left the window (ring wrap, or dense PBN maps over their budget).
     pub chapters_dropped: u64,
-    /// Live entries evicted because both of a name's buckets were full of live entries.
+    /// Live entries dropped before their chapter left the window: both of a name's buckets were
+    /// full (sparse), or a list found no room in its arena or reached its longest (dense).
     pub evicted_early: u64,
     /// Records ever appended to chapters (inserts and refreshes).
     pub records: u64,
-    /// Number of the oldest record still in the window.
+    /// Records appended before the oldest chapter still in the window opened: a record
+    /// appended as number `records` at the time is live while this is at or below that.
     pub oldest_record: u64,
     /// Sparse: chapters read from disk into the chapter cache.
     pub chapter_cache_loads: u64,
     /// Sparse: chapters that failed to write or read back (their names are lost, not data).
     pub chapter_io_errors: u64,
-    /// Fingerprint values per slot: one lookup of an absent name gives a false positive with
-    /// probability at most `8 / fingerprints` (dense mode).
+    /// Fingerprint values per entry, scaled so that one lookup of an absent name gives a false
+    /// positive with probability at most `8 / fingerprints`: sparse, a lookup compares 8
+    /// slots and this is the values a slot's fingerprint takes; dense, a lookup compares the
+    /// `n` live entries of a list (about 100 at a full window) and this is `8 * 2^f / n` for
+    /// `f` fingerprint bits.
     pub fingerprints: u64,
 }
 

@@ -1,4 +1,5 @@
-//! One shard of the slot table: buckets of 4 packed slots, two buckets per name.
+//! One shard of the sparse slot table: buckets of 4 packed slots, two buckets per name. (The
+//! dense table keeps delta lists instead: see the dense shard module.)
 //!
 //! A name may sit in either of its two buckets; an insert takes a free slot in the emptier one
 //! and, when all 8 are live, evicts the oldest entry among them (counted as an early eviction:
