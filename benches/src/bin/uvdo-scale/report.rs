@@ -450,6 +450,17 @@ impl Run {
             ),
             [] => String::new(),
         };
+        // A time that fell as the size grew is noise, and projects to nothing meaningful.
+        if let [.., a, b] = points.as_slice()
+            && growth::slope(*a, *b).is_some_and(|slope| slope < 0.0)
+        {
+            return Floor {
+                what,
+                measured: "-".to_owned(),
+                derivation: format!("{derivation}: the time fell as the size grew (noise); rerun"),
+                holds: None,
+            };
+        }
         Floor {
             what,
             measured: format!("{per_tib:.1} s per TiB (projected)"),
@@ -694,7 +705,7 @@ mod tests {
     fn growth_is_per_gib_between_sizes_and_floors_follow_the_spec() {
         let gib = 1 << 30;
         // 32768 journal blocks = 0.125 GiB: 0.2 s is 1.6 s/GiB, 0.3 s is 2.4 s/GiB.
-        let r = run(vec![
+        let mut r = run(vec![
             result(
                 gib,
                 &[
@@ -728,6 +739,10 @@ mod tests {
         // 0.512 s at 4 GiB + 0.004 s/GiB x 1020 GiB = 4.592 s per TiB.
         assert_eq!(floors[2].measured, "4.6 s per TiB (projected)");
         assert_eq!(floors[2].holds, Some(true));
+        r.results[1].record.put("rebuild.rebuild_s", 0.4);
+        let falling = r.floors();
+        assert_eq!(falling[2].holds, None, "{}", falling[2].derivation);
+        assert!(falling[2].derivation.contains("noise"));
         let markdown = r.markdown();
         assert!(markdown.contains("| VmRSS after writing + flush | MiB | 300.0 | 360.0 | 20.00 |"));
         assert!(markdown.contains("| FAILS |"));
