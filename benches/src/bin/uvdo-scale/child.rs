@@ -151,12 +151,6 @@ fn open_existing(path: &Path) -> Result<Arc<dyn Storage>, BenchError> {
 
 fn reopen(path: &Path, shape: Shape) -> Result<(Record, Volume), BenchError> {
     let mut out = Record::default();
-    // The crashed child was a process, not the machine: its data is still dirty in the page
-    // cache, and recovery's first flush would write it back inside the timing. Write it back
-    // first, timed on its own, so the recovery figure is the replay's.
-    let started = Instant::now();
-    std::fs::File::open(path)?.sync_all()?;
-    out.put("crash_writeback_s", seconds_since(started));
     let store = open_existing(path)?;
     let started = Instant::now();
     let volume = Volume::open(store, &OpenOptions::default())?;
