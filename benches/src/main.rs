@@ -4,8 +4,9 @@
 //! threads, in the same run: on the memory store and on a sparse temp file opened with the
 //! default I/O engine, in interleaved rounds (raw first in even rounds, engine first in odd
 //! ones), reporting medians and same-run ratios. It also measures write + flush latency
-//! against raw write + fdatasync, and device writes per unique write from the engine's
-//! counters and from a counting store. It measures and prints; it never asserts a speed.
+//! against raw write + fdatasync, on the sparse files of the rounds and on fully written files
+//! (as on a block device), and device writes per unique write from the engine's counters and
+//! from a counting store. It measures and prints; it never asserts a speed.
 //! `docs/BENCHMARKS.md` says how to run it and how to read it.
 
 mod report;
@@ -29,6 +30,10 @@ const STORE_BYTES_MIN: u64 = 2 << 30;
 const LOGICAL_PER_PHYSICAL: u64 = 4;
 /// 512 MiB slabs: the 2 GiB default slab does not fit a 2 GiB store beside its metadata.
 const SLAB_BLOCKS: u64 = 1 << 17;
+/// The fully written files of the write + flush latency pair: room for the default journal
+/// and two 128 MiB slabs; the samples write a few hundred blocks.
+const WRITTEN_STORE_BYTES: u64 = 512 << 20;
+const WRITTEN_SLAB_BLOCKS: u64 = 1 << 15;
 /// Dense index of 1.5 MiB (318k blocks, far above what a run writes): small, so the volume's
 /// index region and memory stay in proportion to a 2 GiB test store.
 const INDEX_MEMORY_BYTES: u64 = 3 << 19;
@@ -93,9 +98,18 @@ fn main() -> Result<(), BenchError> {
     let plan = Plan::new(args.blocks, args.flush_samples as u64, SEED);
     let mut runs = Vec::new();
     let mut flush = FlushSamples::default();
+    let mut flush_written = FlushSamples::default();
+    let written = WrittenPair::new(&args.dir)?;
     let mut file_engine = String::new();
     for round in 0..args.rounds {
         eprintln!("round {} of {}", round + 1, args.rounds);
+        flush_latency(
+            &plan,
+            round,
+            &written.volume,
+            &written.raw,
+            &mut flush_written,
+        )?;
         for kind in [StoreKind::Memory, StoreKind::File] {
             for threads in THREADS {
                 let config = Config {
@@ -119,6 +133,7 @@ fn main() -> Result<(), BenchError> {
         file_engine,
         samples: runs,
         flush,
+        flush_written,
         amplification,
     };
     print!("{}", run.markdown());
@@ -148,7 +163,7 @@ impl Config<'_> {
         let bytes = store_bytes(self.plan.blocks());
         let raw_store = new_store(self.kind, bytes, &self.args.dir, "raw")?;
         let engine_store = new_store(self.kind, bytes, &self.args.dir, "engine")?;
-        let volume = new_volume(Arc::clone(&engine_store.store))?;
+        let volume = new_volume(Arc::clone(&engine_store.store), SLAB_BLOCKS)?;
         let raw = Raw(Arc::clone(&raw_store.store));
         let raw_first = self.round.is_multiple_of(2);
         for pattern in Pattern::ALL {
@@ -177,38 +192,80 @@ impl Config<'_> {
             });
         }
         if self.kind == StoreKind::File && self.threads == 1 {
-            self.flush_latency(&volume, &raw, flush)?;
+            flush_latency(self.plan, self.round, &volume, &raw, flush)?;
         }
         // Dropped without close: the store is thrown away, and close is not measured.
         drop(volume);
         Ok(engine_store.describe)
     }
+}
 
-    /// Write + flush samples, engine and raw alternating, at the same offsets.
-    fn flush_latency(
-        &self,
-        volume: &Volume,
-        raw: &Raw,
-        flush: &mut FlushSamples,
-    ) -> Result<(), BenchError> {
-        let before = volume.stats();
-        let offsets = self.plan.flush_offsets();
-        let blocks = self.plan.fresh.chunks_exact(BLOCK_BYTES);
-        for (i, block) in blocks.enumerate() {
-            let offset = offsets[i * 7 % offsets.len()];
-            if (i + self.round).is_multiple_of(2) {
-                flush.raw_us.push(write_flush_us(raw, offset, block)?);
-                flush.engine_us.push(write_flush_us(volume, offset, block)?);
-            } else {
-                flush.engine_us.push(write_flush_us(volume, offset, block)?);
-                flush.raw_us.push(write_flush_us(raw, offset, block)?);
-            }
+/// Write + flush samples, engine and raw alternating (which goes first alternates too), at
+/// the same offsets.
+fn flush_latency(
+    plan: &Plan,
+    round: usize,
+    volume: &Volume,
+    raw: &Raw,
+    flush: &mut FlushSamples,
+) -> Result<(), BenchError> {
+    let before = volume.stats();
+    let offsets = plan.flush_offsets();
+    let blocks = plan.fresh.chunks_exact(BLOCK_BYTES);
+    for (i, block) in blocks.enumerate() {
+        let offset = offsets[i * 7 % offsets.len()];
+        if (i + round).is_multiple_of(2) {
+            flush.raw_us.push(write_flush_us(raw, offset, block)?);
+            flush.engine_us.push(write_flush_us(volume, offset, block)?);
+        } else {
+            flush.engine_us.push(write_flush_us(volume, offset, block)?);
+            flush.raw_us.push(write_flush_us(raw, offset, block)?);
         }
-        let after = volume.stats();
-        flush.store_flushes += after.flush_out - before.flush_out;
-        flush.meta_writes += after.bios_meta_write - before.bios_meta_write;
-        Ok(())
     }
+    let after = volume.stats();
+    flush.store_flushes += after.flush_out - before.flush_out;
+    flush.meta_writes += after.bios_meta_write - before.bios_meta_write;
+    Ok(())
+}
+
+/// A volume and a raw store on files written whole before use, for write + flush latency as
+/// on a block device: no write allocates filesystem blocks, so no flush commits the
+/// filesystem's own journal. On the rounds' sparse files the engine's new blocks do, while
+/// the raw store overwrites blocks its workloads wrote.
+struct WrittenPair {
+    volume: Volume,
+    raw: Raw,
+    _stores: [BenchStore; 2],
+}
+
+impl WrittenPair {
+    fn new(dir: &Path) -> Result<Self, BenchError> {
+        let raw_store = new_store(StoreKind::File, WRITTEN_STORE_BYTES, dir, "raw-written")?;
+        let engine_store = new_store(StoreKind::File, WRITTEN_STORE_BYTES, dir, "engine-written")?;
+        for store in [&raw_store.store, &engine_store.store] {
+            write_whole(&**store)?;
+        }
+        let volume = new_volume(Arc::clone(&engine_store.store), WRITTEN_SLAB_BLOCKS)?;
+        Ok(Self {
+            volume,
+            raw: Raw(Arc::clone(&raw_store.store)),
+            _stores: [raw_store, engine_store],
+        })
+    }
+}
+
+/// Writes zeros over the whole store and flushes, so every block is allocated.
+fn write_whole(store: &dyn Storage) -> Result<(), BenchError> {
+    let chunk = vec![0_u8; 1 << 20];
+    let mut offset = 0;
+    while offset < store.size_bytes() {
+        let len = chunk
+            .len()
+            .min(usize::try_from(store.size_bytes() - offset)?);
+        store.write_at(offset, &chunk[..len])?;
+        offset += len as u64;
+    }
+    Ok(store.flush()?)
 }
 
 /// Device writes per unique write, from the engine's counters and from a counting store
@@ -218,7 +275,7 @@ fn amplification(plan: &Plan) -> Result<Amplification, BenchError> {
         plan.blocks(),
     )))));
     let store: Arc<dyn Storage> = Arc::clone(&counting) as Arc<dyn Storage>;
-    let volume = new_volume(store)?;
+    let volume = new_volume(store, SLAB_BLOCKS)?;
     let opened = counting.counts();
     let mut stats = volume.stats();
     let mut measured = Vec::new();
@@ -287,10 +344,10 @@ fn new_store(kind: StoreKind, size: u64, dir: &Path, tag: &str) -> Result<BenchS
     }
 }
 
-fn new_volume(store: Arc<dyn Storage>) -> Result<Volume, BenchError> {
+fn new_volume(store: Arc<dyn Storage>, slab_blocks: u64) -> Result<Volume, BenchError> {
     let logical = store.size_bytes() * LOGICAL_PER_PHYSICAL / BLOCK_BYTES as u64;
     let config = FormatConfig {
-        slab_blocks: BlockCount(SLAB_BLOCKS),
+        slab_blocks: BlockCount(slab_blocks),
         write_policy: WritePolicy::Async,
         index: IndexConfig {
             memory_bytes: INDEX_MEMORY_BYTES,

@@ -548,6 +548,7 @@ impl Control {
                 "journal head": r.journal_head.0,
                 "journal end": r.journal_end.0,
                 "stale journal blocks": r.stale_journal_blocks,
+                "unlanded journal blocks": r.unlanded_journal_blocks,
             })
         });
         json!({

@@ -11,9 +11,13 @@
 //!     56    8 block_map_data_blocks  as of the end of this block
 //!     64    8 epoch                  the volume's recovery count when written
 //!     72    2 entry_count            0..=167
-//!     74    6 reserved               zero
+//!     74    1 flags                  bit 0: data_check is set; other bits zero
+//!     75    1 reserved               zero
+//!     76    4 durable_back           sequence - durable_through (1..=journal_blocks);
+//!                                    0: not recorded
 //!     80 4008 entries                167 slots of 24 bytes; unused slots zero
-//!   4088    8 unused                 zero
+//!   4088    8 data_check             with flag bit 0: the fold of the names of the data
+//!                                    the entries map to; otherwise zero
 //!
 //! entry (24 bytes, one per remapping)
 //!      0    1 kind      1 data remap, 2 block map page allocation
@@ -27,6 +31,12 @@
 //!
 //! The log is circular and write-once: sequence `s` is written exactly once, at position
 //! `s mod journal_blocks`, and never rewritten (FORMAT.md, "Logs are write-once").
+//!
+//! `durable_through` and `data_check` serve the single-flush commit (FORMAT.md, "Recovery
+//! journal"): a block written with the data its entries map to, both made durable by one
+//! flush, carries a check of that data, which recovery verifies for every block newer than
+//! the newest `durable_through` it finds. Blocks of the first layout (both fields zero) read
+//! as "data flushed before the block, nothing recorded", which is what they were.
 //!
 //! # Detection
 //!
@@ -68,8 +78,14 @@ const LOGICAL_BLOCKS_USED_OFFSET: usize = 48;
 const BLOCK_MAP_DATA_BLOCKS_OFFSET: usize = 56;
 const EPOCH_OFFSET: usize = 64;
 const ENTRY_COUNT_OFFSET: usize = 72;
-const RESERVED_OFFSET: usize = 74;
+const FLAGS_OFFSET: usize = 74;
+const RESERVED_OFFSET: usize = 75;
+const DURABLE_BACK_OFFSET: usize = 76;
 const ENTRIES_OFFSET: usize = 80;
+const DATA_CHECK_OFFSET: usize = BLOCK_SIZE - 8;
+
+/// Flag bit 0: the block carries a data check.
+const FLAG_DATA_CHECK: u8 = 1;
 
 const ENTRY_KIND: usize = 0;
 const ENTRY_RESERVED: usize = 1;
@@ -82,12 +98,20 @@ const ENTRY_LBN: usize = 19;
 const KIND_DATA_REMAP: u8 = 1;
 const KIND_PAGE_ALLOCATION: u8 = 2;
 
-const _: () = assert!(ENTRY_COUNT_OFFSET + 2 == RESERVED_OFFSET);
+const _: () = assert!(ENTRY_COUNT_OFFSET + 2 == FLAGS_OFFSET);
+const _: () = assert!(DURABLE_BACK_OFFSET + 4 == ENTRIES_OFFSET);
 const _: () = assert!(ENTRY_LBN + 5 == ENTRY_SIZE);
 const _: () = assert!(ENTRY_OLD + PACKED_MAPPING_SIZE == ENTRY_LBN);
 const _: () = assert!(ENTRIES_PER_BLOCK == 167);
 const _: () = assert!(ENTRIES_PER_BLOCK == ENTRIES_PER_BLOCK_U16 as usize);
-const _: () = assert!(ENTRIES_OFFSET + ENTRIES_PER_BLOCK * ENTRY_SIZE <= BLOCK_SIZE);
+const _: () = assert!(ENTRIES_OFFSET + ENTRIES_PER_BLOCK * ENTRY_SIZE <= DATA_CHECK_OFFSET);
+
+/// One step of a block's data check: folds in the 64-bit name of the data one entry maps to.
+/// For a fixed `check`, a bijection of `name`, so changing one block's data changes the fold.
+#[must_use]
+pub fn fold_data_check(check: u64, name: u64) -> u64 {
+    (check.rotate_left(23) ^ name).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
 
 /// The volume's recovery count when a journal block was written. Recovery increments it, so
 /// blocks of an older epoch are recognisably from before the last recovery.
@@ -346,6 +370,13 @@ pub struct RecoveryJournalBlock {
     pub block_map_data_blocks: BlockCount,
     /// The volume's recovery count when written.
     pub epoch: Epoch,
+    /// The newest sequence known durable when this block was written (below `sequence`, at
+    /// most one journal length before it); `None` when not recorded.
+    pub durable_through: Option<SequenceNumber>,
+    /// Set when the block was written together with the data its data remaps map to, one
+    /// flush making both durable: the fold ([`fold_data_check`]) of the names of that data,
+    /// in entry order. `None` when the data was flushed before the block was written.
+    pub data_check: Option<u64>,
     /// The remappings, in journal order; at most [`ENTRIES_PER_BLOCK`].
     pub entries: Vec<RecoveryJournalEntry>,
 }
@@ -373,6 +404,14 @@ impl RecoveryJournalBlock {
         put_u64(out, EPOCH_OFFSET, self.epoch.0);
         let count = u16::try_from(self.entries.len()).expect("checked against 167");
         put_u16(out, ENTRY_COUNT_OFFSET, count);
+        if let Some(durable) = self.durable_through {
+            let back = u32::try_from(self.sequence.0 - durable.0).expect("checked: one lap");
+            put_u32(out, DURABLE_BACK_OFFSET, back);
+        }
+        if let Some(check) = self.data_check {
+            put_u8(out, FLAGS_OFFSET, FLAG_DATA_CHECK);
+            put_u64(out, DATA_CHECK_OFFSET, check);
+        }
         for (i, entry) in self.entries.iter().enumerate() {
             let at = ENTRIES_OFFSET + i * ENTRY_SIZE;
             entry.encode(&mut out[at..at + ENTRY_SIZE]);
@@ -451,7 +490,27 @@ impl RecoveryJournalBlock {
     }
 
     fn decode_payload(block: &Block, sequence: SequenceNumber) -> Result<Self, Problem> {
-        require_zero(&block[RESERVED_OFFSET..ENTRIES_OFFSET], "reserved")?;
+        let flags = get_u8(block, FLAGS_OFFSET);
+        if flags & !FLAG_DATA_CHECK != 0 {
+            return Err(Problem::InvalidField {
+                field: "flags",
+                expected: "only bit 0",
+                found: u64::from(flags),
+            });
+        }
+        require_zero(&block[RESERVED_OFFSET..DURABLE_BACK_OFFSET], "reserved")?;
+        let back = u64::from(get_u32(block, DURABLE_BACK_OFFSET));
+        let durable_through = match back {
+            0 => None,
+            back if back <= sequence.0 => Some(SequenceNumber(sequence.0 - back)),
+            back => {
+                return Err(Problem::InvalidField {
+                    field: "durable back",
+                    expected: "at most the sequence",
+                    found: back,
+                });
+            }
+        };
         let count = get_u16(block, ENTRY_COUNT_OFFSET);
         if count > ENTRIES_PER_BLOCK_U16 {
             return Err(Problem::InvalidField {
@@ -461,7 +520,13 @@ impl RecoveryJournalBlock {
             });
         }
         let used_end = ENTRIES_OFFSET + usize::from(count) * ENTRY_SIZE;
-        require_zero(&block[used_end..], "unused entry space")?;
+        require_zero(&block[used_end..DATA_CHECK_OFFSET], "unused entry space")?;
+        let data_check = if flags & FLAG_DATA_CHECK == 0 {
+            require_zero(&block[DATA_CHECK_OFFSET..], "data check without its flag")?;
+            None
+        } else {
+            Some(get_u64(block, DATA_CHECK_OFFSET))
+        };
         let entries = block[ENTRIES_OFFSET..used_end]
             .chunks_exact(ENTRY_SIZE)
             .map(RecoveryJournalEntry::decode)
@@ -473,6 +538,8 @@ impl RecoveryJournalBlock {
             logical_blocks_used: BlockCount(get_u64(block, LOGICAL_BLOCKS_USED_OFFSET)),
             block_map_data_blocks: BlockCount(get_u64(block, BLOCK_MAP_DATA_BLOCKS_OFFSET)),
             epoch: Epoch(get_u64(block, EPOCH_OFFSET)),
+            durable_through,
+            data_check,
             entries,
         })
     }
@@ -487,6 +554,16 @@ impl RecoveryJournalBlock {
         }
         region.check_head("block map head", self.block_map_head, self.sequence)?;
         region.check_head("slab journal head", self.slab_journal_head, self.sequence)?;
+        if let Some(durable) = self.durable_through {
+            let back = self.sequence.0.saturating_sub(durable.0);
+            if back == 0 || back > region.blocks {
+                return Err(Problem::InvalidField {
+                    field: "durable back",
+                    expected: "1..=journal blocks",
+                    found: back,
+                });
+            }
+        }
         if self.logical_blocks_used.0 > LBN_LIMIT {
             return Err(Problem::InvalidField {
                 field: "logical blocks used",
@@ -573,17 +650,27 @@ mod tests {
                 0..=LBN_LIMIT,
                 0..=PBN_MAX,
                 any::<u64>(),
+                proptest::option::of(1..=REGION.blocks),
+                proptest::option::of(any::<u64>()),
                 proptest::collection::vec(any_entry(), 0..=ENTRIES_PER_BLOCK),
             )
-                .prop_map(move |(used, tree, epoch, entries)| RecoveryJournalBlock {
-                    sequence: SequenceNumber(seq),
-                    block_map_head: head(back_a),
-                    slab_journal_head: head(back_b),
-                    logical_blocks_used: BlockCount(used),
-                    block_map_data_blocks: BlockCount(tree),
-                    epoch: Epoch(epoch),
-                    entries,
-                })
+                .prop_map(
+                    move |(used, tree, epoch, durable_back, data_check, entries)| {
+                        RecoveryJournalBlock {
+                            sequence: SequenceNumber(seq),
+                            block_map_head: head(back_a),
+                            slab_journal_head: head(back_b),
+                            logical_blocks_used: BlockCount(used),
+                            block_map_data_blocks: BlockCount(tree),
+                            epoch: Epoch(epoch),
+                            durable_through: durable_back
+                                .filter(|&back| back < seq)
+                                .map(|back| SequenceNumber(seq - back)),
+                            data_check,
+                            entries,
+                        }
+                    },
+                )
         })
     }
 
@@ -616,6 +703,8 @@ mod tests {
             logical_blocks_used: BlockCount(300 + sequence),
             block_map_data_blocks: BlockCount(12),
             epoch: Epoch(2),
+            durable_through: None,
+            data_check: None,
             entries: (0..entries as u64).map(entry).collect(),
         };
         block.entries.push(RecoveryJournalEntry {
@@ -723,7 +812,34 @@ mod tests {
         assert_eq!(entry[9..14], [0x10, 0xbc, 0x01, 0, 0]);
         assert_eq!(entry[14..19], [0; 5]);
         assert_eq!(entry[19..24], [0xff; 5]);
+        assert!(all_zero(&block[74..80]));
         assert!(all_zero(&block[104..]));
+    }
+
+    #[test]
+    fn durable_through_and_data_check_sit_where_the_diagram_says() {
+        let mut journal = sample(70, 0);
+        journal.durable_through = Some(SequenceNumber(66));
+        journal.data_check = Some(0x0102_0304_0506_0708);
+        let block = encoded(&journal);
+        assert_eq!(block[74..80], [1, 0, 4, 0, 0, 0]);
+        assert_eq!(block[4088..], 0x0102_0304_0506_0708_u64.to_le_bytes());
+        assert_eq!(decode(&block, 70), Ok(journal));
+    }
+
+    #[test]
+    fn a_changed_name_changes_the_data_check() {
+        let names = [3_u64, 0, u64::MAX, 0x5eed];
+        let fold = |names: &[u64]| names.iter().fold(0, |c, &n| fold_data_check(c, n));
+        let whole = fold(&names);
+        for i in 0..names.len() {
+            let mut changed = names;
+            changed[i] ^= 1 << (i * 7);
+            assert_ne!(fold(&changed), whole, "name {i}");
+        }
+        let mut swapped = names;
+        swapped.swap(0, 1);
+        assert_ne!(fold(&swapped), whole, "order matters");
     }
 
     #[test]
@@ -764,16 +880,22 @@ mod tests {
 
     #[test]
     fn each_header_field_check_reports_its_field() {
-        let cases: [(&str, Patch); 9] = [
+        let cases: [(&str, Patch); 13] = [
+            ("flags", |b| put_u8(b, 74, 2)),
+            ("reserved", |b| put_u8(b, 75, 1)),
+            ("durable back", |b| put_u32(b, 76, 71)),
+            ("durable back", |b| put_u32(b, 76, 65)),
+            ("data check without its flag", |b| {
+                put_u8(b, BLOCK_SIZE - 8, 1);
+            }),
             ("block map head", |b| put_u64(b, 32, 71)),
             ("block map head", |b| put_u64(b, 32, 6)),
             ("slab journal head", |b| put_u64(b, 40, 0)),
             ("logical blocks used", |b| put_u64(b, 48, LBN_LIMIT + 1)),
             ("block map data blocks", |b| put_u64(b, 56, PBN_MAX + 1)),
             ("entry count", |b| put_u16(b, 72, 168)),
-            ("reserved", |b| put_u8(b, 79, 1)),
             ("unused entry space", |b| put_u8(b, 80 + 4 * 24, 1)),
-            ("unused entry space", |b| put_u8(b, BLOCK_SIZE - 1, 1)),
+            ("unused entry space", |b| put_u8(b, BLOCK_SIZE - 9, 1)),
         ];
         for (field, patch) in cases {
             assert_eq!(field_of(&problem_after(patch)), field);

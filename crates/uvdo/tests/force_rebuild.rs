@@ -156,7 +156,7 @@ fn write_page(store: &Arc<dyn Storage>, base: Pbn, mut page: BlockMapPage, newes
 #[test]
 fn a_read_only_volume_returns_to_normal_with_its_data() {
     let (sim, store, volume) = new_volume();
-    let expected = populate(&volume);
+    let mut expected = populate(&volume);
     sim.inject(FaultRule::new(
         Trigger::Countdown(1),
         FaultEffect::FlushError,
@@ -172,11 +172,15 @@ fn a_read_only_volume_returns_to_normal_with_its_data() {
     let report = rebuild(&store);
     assert_eq!(report.mappings_dropped.total(), 0, "{report:#?}");
     assert_eq!(report.lbns_lost, 0, "{report:#?}");
-    // 41 unique blocks, ten duplicates of them, four zero blocks; LBN 3500 was never
-    // committed.
-    assert_eq!(report.data_blocks_used, 41, "{report:#?}");
-    assert_eq!(report.references_counted, 51, "{report:#?}");
-    assert_eq!(report.logical_blocks_used, 55, "{report:#?}");
+    // 41 unique blocks, ten duplicates of them, four zero blocks, and LBN 3500: its commit
+    // (one block, a single-flush batch) wrote its data and journal block before the flush
+    // that failed, and the simulated device kept both (it did not crash), so the rebuild
+    // finds the entry and its data check holds. Not acknowledged, so either outcome would
+    // be allowed; this one is what this device did.
+    assert_eq!(report.data_blocks_used, 42, "{report:#?}");
+    assert_eq!(report.references_counted, 52, "{report:#?}");
+    assert_eq!(report.logical_blocks_used, 56, "{report:#?}");
+    expected.insert(3500, unique_block(3500));
     assert_rebuilt(&store, &expected, "after read-only");
 }
 

@@ -228,6 +228,8 @@ fn write_and_read_back(store: &dyn Storage, layout: &Layout, geometry: &Geometry
         logical_blocks_used: BlockCount(1),
         block_map_data_blocks: BlockCount(0),
         epoch: Epoch(0),
+        durable_through: None,
+        data_check: None,
         entries: vec![RecoveryJournalEntry {
             kind: EntryKind::DataRemap,
             slot: 7,

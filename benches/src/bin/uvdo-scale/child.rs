@@ -239,6 +239,7 @@ fn recover(path: &Path) -> Result<Record, BenchError> {
         report.journal_end.0 - report.journal_head.0,
     );
     out.put("stale_journal_blocks", report.stale_journal_blocks);
+    out.put("unlanded_journal_blocks", report.unlanded_journal_blocks);
     let stats = volume.stats();
     out.put("logical_blocks_used", stats.logical_blocks_used);
     out.put("data_blocks_used", stats.data_blocks_used);

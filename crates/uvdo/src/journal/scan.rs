@@ -9,13 +9,22 @@
 //! later block was ever acknowledged as durable on its own, because commits complete in
 //! order).
 //!
+//! A block written in a single-flush batch (journal/mod.rs) carries a check of the data its
+//! entries map to: that data and the block were made durable by one flush, so a crash in it
+//! may have left the block without some of its data. Every block newer than the newest
+//! `durable_through` any replayed block records (the commits since then may not have
+//! completed) and carrying a check has its data read back and checked; the first block that
+//! fails ends the log there, like a torn block: its commit never completed, so nothing in it
+//! or after it was acknowledged as durable. Older blocks are never checked: the blocks they
+//! map to may since have been freed and rewritten, which is why recovery needs the mark.
+//!
 //! What each block means is decided by one table, [`DECISIONS`] (STYLE.md rule 10), from
 //! the facts a decode establishes; a test enumerates every combination of facts and checks
 //! that exactly one row matches it.
 
 use uvdo_format::header::Expected;
 use uvdo_format::recovery_journal::{
-    Epoch, JournalRegion, RecoveryJournalBlock, RecoveryJournalEntry,
+    Epoch, JournalRegion, RecoveryJournalBlock, RecoveryJournalEntry, fold_data_check,
 };
 use uvdo_format::{
     BLOCK_SIZE, Block, FormatError, JournalPoint, Nonce, Problem, SequenceNumber, le,
@@ -26,6 +35,8 @@ const NONCE_OFFSET: usize = 8;
 use uvdo_io::Storage;
 
 use crate::error::VolumeError;
+use crate::hash::Namer;
+use crate::journal::{counter_changes, maps_to_data};
 
 /// What a scan learns about the block at the position a sequence is expected at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,15 +212,42 @@ pub(crate) struct ScannedJournal {
     pub(crate) block_map_data_blocks: Option<u64>,
     /// Blocks that decoded but were ignored (stale epoch or earlier session).
     pub(crate) stale_blocks: u64,
+    /// Blocks that decoded but whose data check failed: the log ended before the first.
+    pub(crate) unlanded_blocks: u64,
 }
 
-/// Scans the journal of a volume opened at `session_start` in `epoch`.
+/// A replayed block that carries a data check, and the counters as of the block before it.
+struct Checked {
+    sequence: SequenceNumber,
+    check: u64,
+    /// Where its entries start in the scan's entries.
+    first_entry: usize,
+    counters_before: (u64, u64),
+}
+
+/// The counters as of the end of the block before `block`: its own, with its entries'
+/// changes taken back (the block before may be older than the head, or be no block at all).
+fn counters_before(block: &RecoveryJournalBlock) -> (u64, u64) {
+    block.entries.iter().map(counter_changes).fold(
+        (block.logical_blocks_used.0, block.block_map_data_blocks.0),
+        |(used, tree), (used_change, tree_change)| {
+            (
+                used.saturating_add_signed(-used_change),
+                tree.saturating_sub(tree_change),
+            )
+        },
+    )
+}
+
+/// Scans the journal of a volume opened at `session_start` in `epoch`; `namer` names data for
+/// the data checks.
 pub(crate) fn scan(
     store: &dyn Storage,
     region: JournalRegion,
     nonce: Nonce,
     epoch: Epoch,
     session_start: SequenceNumber,
+    namer: &Namer,
 ) -> Result<ScannedJournal, VolumeError> {
     let mut blocks = read_blocks(store, region, nonce)?;
     let in_session = |b: &RecoveryJournalBlock| b.epoch == epoch && b.sequence >= session_start;
@@ -230,6 +268,7 @@ pub(crate) fn scan(
             logical_blocks_used: None,
             block_map_data_blocks: None,
             stale_blocks,
+            unlanded_blocks: 0,
         });
     };
     let head = newest
@@ -239,6 +278,8 @@ pub(crate) fn scan(
     let newest_sequence = newest.sequence;
     let mut entries = Vec::new();
     let mut counters = None;
+    let mut checked = Vec::new();
+    let mut durable_through = SequenceNumber(0);
     let mut sequence = head;
     while sequence <= newest_sequence {
         let position = usize::try_from(sequence.0 % region.blocks).expect("region fits memory");
@@ -256,6 +297,15 @@ pub(crate) fn scan(
             }
         }
         let block = std::mem::replace(raw, Err(None)).expect("an applied block decoded");
+        durable_through = durable_through.max(block.durable_through.unwrap_or_default());
+        if let Some(check) = block.data_check {
+            checked.push(Checked {
+                sequence,
+                check,
+                first_entry: entries.len(),
+                counters_before: counters_before(&block),
+            });
+        }
         for (index, entry) in block.entries.iter().enumerate() {
             let entry_index = u16::try_from(index).expect("below 167");
             entries.push((
@@ -278,14 +328,46 @@ pub(crate) fn scan(
             format!("journal head block {head} is missing but block {newest_sequence} exists"),
         ));
     }
+    let mut end = sequence;
+    let mut unlanded_blocks = 0;
+    for block in checked.iter().filter(|c| c.sequence > durable_through) {
+        let last_entry = entries[block.first_entry..]
+            .iter()
+            .position(|(point, _)| point.sequence != block.sequence)
+            .map_or(entries.len(), |n| block.first_entry + n);
+        if data_check_of(store, namer, &entries[block.first_entry..last_entry])? != block.check {
+            unlanded_blocks = end.0 - block.sequence.0;
+            end = block.sequence;
+            entries.truncate(block.first_entry);
+            counters = Some(block.counters_before);
+            break;
+        }
+    }
     Ok(ScannedJournal {
         head,
-        end: sequence,
+        end,
         entries,
         logical_blocks_used: counters.map(|c| c.0),
         block_map_data_blocks: counters.map(|c| c.1),
         stale_blocks,
+        unlanded_blocks,
     })
+}
+
+/// The data check of `entries` (one block's) over the data now on the store.
+fn data_check_of(
+    store: &dyn Storage,
+    namer: &Namer,
+    entries: &[(JournalPoint, RecoveryJournalEntry)],
+) -> Result<u64, VolumeError> {
+    let mut data: Block = [0; BLOCK_SIZE];
+    let mut check = 0;
+    for (_, entry) in entries.iter().filter(|(_, e)| maps_to_data(e)) {
+        let pbn = entry.new.pbn().expect("maps to data");
+        store.read_at(pbn.byte_offset(), &mut data)?;
+        check = fold_data_check(check, namer.check_name(&data));
+    }
+    Ok(check)
 }
 
 /// A block as read: decoded, or why not (`None` once taken by the scan).
@@ -374,21 +456,62 @@ mod tests {
         blocks: 8,
     };
 
-    fn write_batch(store: &MemoryStore, journal: &mut RecoveryJournal, lbns: std::ops::Range<u64>) {
-        for lbn in lbns {
-            journal.append(remap_entry(
-                Lbn(lbn),
-                Pbn(500),
-                u16::try_from(lbn % 812).unwrap(),
-                Mapping::Data(Pbn(1000 + lbn)),
-                Mapping::Unmapped,
-            ));
+    fn namer() -> Namer {
+        Namer::new([7; uvdo_format::geometry::HASH_SECRET_SIZE], false)
+    }
+
+    fn scan(
+        store: &MemoryStore,
+        region: JournalRegion,
+        nonce: Nonce,
+        epoch: Epoch,
+        session_start: SequenceNumber,
+    ) -> Result<ScannedJournal, VolumeError> {
+        super::scan(store, region, nonce, epoch, session_start, &namer())
+    }
+
+    /// The data LBN `lbn`'s entry maps to, at PBN 1000 + lbn.
+    fn data_of(lbn: u64) -> Block {
+        [u8::try_from(lbn % 251).unwrap() + 1; BLOCK_SIZE]
+    }
+
+    /// Journals `lbn -> PBN 1000 + lbn` for each LBN; the blocks are written and marked
+    /// durable. A single-flush batch also writes the data of the LBNs `landed` accepts.
+    fn write_batch_with(
+        store: &MemoryStore,
+        journal: &mut RecoveryJournal,
+        lbns: std::ops::Range<u64>,
+        single_flush: bool,
+        landed: impl Fn(u64) -> bool,
+    ) {
+        for lbn in lbns.clone() {
+            journal.append(
+                remap_entry(
+                    Lbn(lbn),
+                    Pbn(500),
+                    u16::try_from(lbn % 812).unwrap(),
+                    Mapping::Data(Pbn(1000 + lbn)),
+                    Mapping::Unmapped,
+                ),
+                Some(namer().check_name(&data_of(lbn))),
+            );
         }
-        let batch = journal.take_commit_batch().unwrap();
+        let batch = journal.take_commit_batch(single_flush).unwrap();
+        assert_eq!(batch.single_flush, single_flush);
+        for lbn in lbns.filter(|&lbn| single_flush && landed(lbn)) {
+            store
+                .write_at(Pbn(1000 + lbn).byte_offset(), &data_of(lbn))
+                .unwrap();
+        }
         for (pbn, block) in &batch.blocks {
             store.write_at(pbn.byte_offset(), block).unwrap();
         }
         journal.mark_durable(&batch);
+    }
+
+    /// A batch whose data was flushed before it: no data checks.
+    fn write_batch(store: &MemoryStore, journal: &mut RecoveryJournal, lbns: std::ops::Range<u64>) {
+        write_batch_with(store, journal, lbns, false, |_| true);
     }
 
     fn journal(start: u64) -> RecoveryJournal {
@@ -537,5 +660,100 @@ mod tests {
         assert_eq!(scanned.end, SequenceNumber(10));
         assert_eq!(scanned.entries.first().unwrap().1.lbn, Lbn(30));
         assert_eq!(scanned.entries.len(), 60);
+    }
+
+    #[test]
+    fn a_single_flush_block_whose_data_landed_is_replayed() {
+        let store = MemoryStore::new(2048 * 4096);
+        let mut j = journal(1);
+        write_batch(&store, &mut j, 0..10);
+        write_batch_with(&store, &mut j, 10..20, true, |_| true);
+        let scanned = scan(&store, REGION, NONCE, Epoch(1), SequenceNumber(1)).unwrap();
+        assert_eq!(
+            (scanned.end, scanned.entries.len()),
+            (SequenceNumber(3), 20)
+        );
+        assert_eq!(scanned.unlanded_blocks, 0);
+    }
+
+    #[test]
+    fn a_single_flush_block_missing_any_of_its_data_ends_the_log_before_it() {
+        for missing in [10, 15, 19] {
+            let store = MemoryStore::new(2048 * 4096);
+            let mut j = journal(1);
+            write_batch(&store, &mut j, 0..10);
+            write_batch_with(&store, &mut j, 10..20, true, |lbn| lbn != missing);
+            let scanned = scan(&store, REGION, NONCE, Epoch(1), SequenceNumber(1)).unwrap();
+            assert_eq!(
+                (scanned.end, scanned.entries.len()),
+                (SequenceNumber(2), 10)
+            );
+            assert_eq!(scanned.unlanded_blocks, 1);
+            assert_eq!(scanned.logical_blocks_used, Some(10), "counters of block 1");
+        }
+    }
+
+    #[test]
+    fn the_first_failing_block_of_a_batch_ends_the_log_with_everything_after_it() {
+        let store = MemoryStore::new(2048 * 4096);
+        let mut j = journal(1);
+        // 200 entries: blocks 1 and 2, one batch; LBN 180's data (block 2) did not land.
+        write_batch_with(&store, &mut j, 0..200, true, |lbn| lbn != 180);
+        let scanned = scan(&store, REGION, NONCE, Epoch(1), SequenceNumber(1)).unwrap();
+        assert_eq!(
+            (scanned.end, scanned.entries.len()),
+            (SequenceNumber(2), 167)
+        );
+        assert_eq!(scanned.unlanded_blocks, 1);
+        // LBN 3's did not: both blocks go, and nothing is left.
+        let store = MemoryStore::new(2048 * 4096);
+        let mut j = journal(1);
+        write_batch_with(&store, &mut j, 0..200, true, |lbn| lbn != 3);
+        let scanned = scan(&store, REGION, NONCE, Epoch(1), SequenceNumber(1)).unwrap();
+        assert_eq!((scanned.end, scanned.entries.len()), (SequenceNumber(1), 0));
+        assert_eq!(scanned.unlanded_blocks, 2);
+        assert_eq!(scanned.logical_blocks_used, Some(0));
+    }
+
+    #[test]
+    fn a_dropped_block_at_the_head_takes_its_own_counters_back() {
+        let store = MemoryStore::new(2048 * 4096);
+        let mut j = journal(1);
+        write_batch(&store, &mut j, 0..10);
+        j.checkpoint_done();
+        // Block 2 is the head; the counters before it (10 mapped) are in no replayed block.
+        write_batch_with(&store, &mut j, 10..20, true, |lbn| lbn != 12);
+        let scanned = scan(&store, REGION, NONCE, Epoch(1), SequenceNumber(1)).unwrap();
+        assert_eq!(scanned.head, SequenceNumber(2));
+        assert_eq!((scanned.end, scanned.entries.len()), (SequenceNumber(2), 0));
+        assert_eq!(scanned.logical_blocks_used, Some(10));
+        assert_eq!(scanned.block_map_data_blocks, Some(0));
+    }
+
+    #[test]
+    fn blocks_older_than_the_durable_mark_are_not_read_back() {
+        let store = MemoryStore::new(2048 * 4096);
+        let mut j = journal(1);
+        write_batch_with(&store, &mut j, 0..10, true, |_| true);
+        // A later commit's block records block 1 as durable; block 1's data is then freed and
+        // rewritten, which the check must not mistake for data that never landed.
+        write_batch(&store, &mut j, 10..20);
+        store
+            .write_at(Pbn(1003).byte_offset(), &[0xee; BLOCK_SIZE])
+            .unwrap();
+        let scanned = scan(&store, REGION, NONCE, Epoch(1), SequenceNumber(1)).unwrap();
+        assert_eq!(
+            (scanned.end, scanned.entries.len()),
+            (SequenceNumber(3), 20)
+        );
+        // Without the later block, block 1 is past the mark and its changed data ends the log.
+        store
+            .write_at(
+                REGION.pbn_of(SequenceNumber(2)).byte_offset(),
+                &[0; BLOCK_SIZE],
+            )
+            .unwrap();
+        let scanned = scan(&store, REGION, NONCE, Epoch(1), SequenceNumber(1)).unwrap();
+        assert_eq!((scanned.end, scanned.entries.len()), (SequenceNumber(1), 0));
     }
 }

@@ -1,16 +1,26 @@
 //! Group commit and checkpoints: the only places metadata reaches the store.
 //!
-//! A commit (one at a time, under `commit`): take every journal entry appended so far; flush
-//! the store, so the data those entries point at is durable first (skipped under
-//! async-unsafe, which writes the journal blocks and then flushes); write the journal blocks
-//! so they are durable on return: consecutive blocks
-//! (every batch but one that wraps the circular log) go out as one FUA write (`write_at_fua`,
-//! `RWF_DSYNC` on files), which makes only them durable, not every write other threads issued
-//! since the first flush; a wrapping batch is written block by block and flushed; then, in
-//! journal order, give the entries to the slab depot, which appends slab journal entries and
-//! applies the deferred decrements. Full slab journal blocks go out after the journal they follow.
-//! Writers that need durability wait on `commit`; whoever gets it next finds their point
-//! already durable or commits everything that queued meanwhile: that is the group commit.
+//! A commit (one at a time, under `commit`): take every journal entry appended so far and
+//! make the blocks holding them durable after the data those entries point at, in one of two
+//! ways:
+//! - a single-flush batch (at most `SINGLE_FLUSH_BLOCKS_MAX` blocks, journal/mod.rs): write
+//!   the staged data and the journal blocks, then one flush makes both durable. A crash in
+//!   that flush may leave a block durable and some of its data not; the block's data check
+//!   tells recovery so (journal/scan.rs), which then ends the log before it. This is what a
+//!   write + flush costs: one device flush, as a raw `pwrite` + `fdatasync` does;
+//! - a larger batch: flush the store, so the data is durable first, then write the journal
+//!   blocks as one FUA write (`write_at_fua`, `RWF_DSYNC` on files: it makes only them
+//!   durable, not every write other threads issued since the flush; a batch that wraps the
+//!   circular log is written block by block and flushed). Recovery never reads data back for
+//!   these blocks.
+//!
+//! Async-unsafe writes every batch the first way without data checks: its one flush makes
+//! the data durable, and after a crash in it a block may map to data that never landed.
+//! Then, in journal order, the entries go to the slab depot, which appends slab journal
+//! entries and applies the deferred decrements. Full slab journal blocks go out after the
+//! journal they follow. Writers that need durability wait on `commit`; whoever gets it next
+//! finds their point already durable or commits everything that queued meanwhile: that is the
+//! group commit.
 //!
 //! Before the first slab journal or reference count write of a slab since it was last marked
 //! clean, the summary marking it dirty is written and flushed (`write_dirty_marks_locked`): one
@@ -63,16 +73,17 @@ impl Volume {
     pub(super) fn commit_locked(&self) -> Result<bool, VolumeError> {
         // Read-only mode writes no metadata: the writers still waiting fail with its reason.
         self.check_writable()?;
-        let Some(batch) = self.meta.lock().journal.take_commit_batch() else {
+        let unsafe_policy = *self.policy.read() == ResolvedPolicy::AsyncUnsafe;
+        let Some(batch) = self.meta.lock().journal.take_commit_batch(!unsafe_policy) else {
             return Ok(false);
         };
-        if *self.policy.read() == ResolvedPolicy::AsyncUnsafe {
-            // No flush before the journal, so the one after it is what makes the data durable.
-            self.write_metadata(&batch.blocks, BlockType::RecoveryJournal)?;
+        if unsafe_policy || batch.single_flush {
+            // One flush after the journal blocks makes them and the data durable together.
+            self.write_journal(&batch.blocks, false)?;
             self.flush_store()?;
         } else {
             self.flush_store()?;
-            self.write_journal_durably(&batch.blocks)?;
+            self.write_journal(&batch.blocks, true)?;
         }
         Counters::add(&self.counters.bios_journal_write, batch.blocks.len() as u64);
         self.meta.lock().journal.mark_durable(&batch);
@@ -185,10 +196,11 @@ impl Volume {
         Ok(())
     }
 
-    /// Writes recovery journal blocks (in sequence order) and makes them durable: a run of
-    /// consecutive PBNs as one FUA write, otherwise (a batch that wraps the log) block by
-    /// block, then a flush. A failure puts the volume in read-only mode.
-    fn write_journal_durably(&self, blocks: &[(Pbn, Block)]) -> Result<(), VolumeError> {
+    /// Writes recovery journal blocks (in sequence order): a run of consecutive PBNs as one
+    /// write, otherwise (a batch that wraps the log) block by block. With `fua` they are
+    /// durable on return: the run as a FUA write, the blocks of a wrapping batch by a flush.
+    /// A failure puts the volume in read-only mode.
+    fn write_journal(&self, blocks: &[(Pbn, Block)], fua: bool) -> Result<(), VolumeError> {
         let Some(&(first, _)) = blocks.first() else {
             return Ok(());
         };
@@ -198,16 +210,23 @@ impl Volume {
             .all(|(i, (pbn, _))| pbn.0 == first.0 + i as u64);
         if !contiguous {
             self.write_metadata(blocks, BlockType::RecoveryJournal)?;
-            return self.flush_store();
+            return if fua { self.flush_store() } else { Ok(()) };
         }
+        let write = |bytes: &[u8]| {
+            if fua {
+                self.store.write_at_fua(first.byte_offset(), bytes)
+            } else {
+                self.store.write_at(first.byte_offset(), bytes)
+            }
+        };
         let written = if let [(_, block)] = blocks {
-            self.store.write_at_fua(first.byte_offset(), block)
+            write(block)
         } else {
             let mut run = AlignedBuf::zeroed(blocks.len() * BLOCK_SIZE);
             for (chunk, (_, block)) in run.chunks_exact_mut(BLOCK_SIZE).zip(blocks) {
                 chunk.copy_from_slice(block);
             }
-            self.store.write_at_fua(first.byte_offset(), &run)
+            write(&run)
         };
         if let Err(e) = written {
             let e = VolumeError::from(e);
@@ -215,7 +234,9 @@ impl Volume {
             return Err(e);
         }
         Counters::add(&self.counters.bios_meta_write, blocks.len() as u64);
-        Counters::bump(&self.counters.fua_out);
+        if fua {
+            Counters::bump(&self.counters.fua_out);
+        }
         Ok(())
     }
 

@@ -319,7 +319,8 @@ fn load_read_only(
         let counts = (state.logical_blocks_used.0, state.block_map_data_blocks.0);
         (depot, state.tail, counts.0, counts.1)
     } else {
-        let scanned = scan::scan(store, region, nonce, epoch, state.tail)?;
+        let namer = Namer::new(geometry.hash_secret, false);
+        let scanned = scan::scan(store, region, nonce, epoch, state.tail, &namer)?;
         for (point, entry) in &scanned.entries {
             match block_map.replay(store, *point, entry) {
                 Ok(()) | Err(VolumeError::Corrupt(_) | VolumeError::Invariant { .. }) => {}

@@ -45,6 +45,7 @@ use crate::block_map::BlockMap;
 use crate::block_map::rebuild::RebuildSink;
 use crate::depot::SlabDepot;
 use crate::error::VolumeError;
+use crate::hash::Namer;
 use crate::journal::scan;
 
 /// The reason recorded while a rebuild runs; it stays if the rebuild does not finish.
@@ -315,10 +316,12 @@ impl Volume {
         let mut report = RebuildReport::default();
         let cache_pages = usize::try_from(current.block_map_cache_pages).unwrap_or(2);
         let mut block_map = BlockMap::new(layout, nonce, cache_pages);
+        let namer = Namer::new(geometry.hash_secret, false);
         let journal_end = replay_journal(
             store,
             &layout,
             &current,
+            &namer,
             &mut block_map,
             &mut report,
             progress,
@@ -446,6 +449,7 @@ fn replay_journal(
     store: &dyn Storage,
     layout: &Layout,
     super_block: &SuperBlock,
+    namer: &Namer,
     block_map: &mut BlockMap,
     report: &mut RebuildReport,
     progress: &mut dyn FnMut(RebuildProgress),
@@ -456,7 +460,7 @@ fn replay_journal(
     };
     let epoch = Epoch(super_block.journal.epoch);
     let session = super_block.journal.tail;
-    let scanned = match scan::scan(store, region, super_block.nonce, epoch, session) {
+    let scanned = match scan::scan(store, region, super_block.nonce, epoch, session, namer) {
         Ok(scanned) => scanned,
         Err(VolumeError::Io(e)) => return Err(e.into()),
         Err(e) => {

@@ -35,6 +35,7 @@ use uvdo_io::Storage;
 use crate::block_map::BlockMap;
 use crate::depot::SlabDepot;
 use crate::error::VolumeError;
+use crate::hash::Namer;
 use crate::journal::RecoveryJournal;
 use crate::journal::scan;
 
@@ -59,6 +60,9 @@ pub struct RecoveryReport {
     pub entries_replayed: u64,
     /// Journal blocks ignored as stale (an older epoch or an earlier session).
     pub stale_journal_blocks: u64,
+    /// Journal blocks of a single-flush commit that did not complete, dropped because data
+    /// they map to had not landed (the log ended before them).
+    pub unlanded_journal_blocks: u64,
 }
 
 /// Recovers the volume on `store` whose super block is `super_block` (not clean).
@@ -76,7 +80,15 @@ pub(super) fn recover(
         blocks: layout.params().recovery_journal_blocks.0,
     };
     let epoch = Epoch(super_block.journal.epoch);
-    let scanned = scan::scan(store, region, nonce, epoch, super_block.journal.tail)?;
+    let namer = Namer::new(geometry.hash_secret, false);
+    let scanned = scan::scan(
+        store,
+        region,
+        nonce,
+        epoch,
+        super_block.journal.tail,
+        &namer,
+    )?;
 
     let mut block_map = BlockMap::new(layout, nonce, cache_pages);
     for (point, entry) in &scanned.entries {
@@ -141,6 +153,7 @@ pub(super) fn recover(
             journal_end: scanned.end,
             entries_replayed: scanned.entries.len() as u64,
             stale_journal_blocks: scanned.stale_blocks,
+            unlanded_journal_blocks: scanned.unlanded_blocks,
         },
     })
 }

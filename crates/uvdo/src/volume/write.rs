@@ -159,7 +159,7 @@ impl Volume {
         for (lbn, within, len) in pieces {
             let point = if len == BLOCK_SIZE {
                 let _lbn = self.locks.lbn(lbn).write();
-                self.remap(lbn, whole)?
+                self.remap(lbn, whole, None)?
             } else {
                 self.modify_block(lbn, |block| block[within..within + len].fill(0))?
             };
@@ -205,13 +205,14 @@ impl Volume {
 
     /// Writes one whole block; the caller holds the LBN's write lock.
     fn write_block_locked(&self, lbn: Lbn, block: &Block) -> Result<Option<Appended>, VolumeError> {
-        let new = if is_zero_block(block) {
+        let (new, check_name) = if is_zero_block(block) {
             Counters::bump(&self.counters.zero_blocks_written);
-            Mapping::Zero
+            (Mapping::Zero, None)
         } else {
-            self.store_data(block)?
+            let (new, check_name) = self.store_data(block)?;
+            (new, Some(check_name))
         };
-        match self.remap(lbn, new) {
+        match self.remap(lbn, new, check_name) {
             Ok(Some(appended)) => Ok(Some(appended)),
             Ok(None) => {
                 self.release(new);
@@ -232,20 +233,21 @@ impl Volume {
     }
 
     /// Finds or writes a block holding `block`, returning its mapping with one reference
-    /// reserved for the caller.
-    fn store_data(&self, block: &Block) -> Result<Mapping, VolumeError> {
+    /// reserved for the caller, and the name bits its journal entry's data check needs.
+    fn store_data(&self, block: &Block) -> Result<(Mapping, u64), VolumeError> {
         if !self
             .deduplication
             .load(std::sync::atomic::Ordering::Acquire)
         {
-            return self.write_new(block, None);
+            let check_name = self.namer.check_name(block);
+            return Ok((self.write_new(block, None)?, check_name));
         }
-        let name = self.namer.name(block);
+        let (name, check_name) = self.namer.names(block);
         let _name = self.locks.name(name).lock();
         if let Some(pbn) = self.find_duplicate(name, block) {
-            return Ok(Mapping::Data(pbn));
+            return Ok((Mapping::Data(pbn), check_name));
         }
-        self.write_new(block, Some(name))
+        Ok((self.write_new(block, Some(name))?, check_name))
     }
 
     /// Asks the index and verifies its advice byte for byte; on success one reference on the
@@ -361,7 +363,12 @@ impl Volume {
     /// A journaled remap comes back with its point and the number of sealed journal blocks
     /// seen under the same hold of `meta` (for [`Volume::finish_update`], which would
     /// otherwise take the lock again); `None` when nothing changed.
-    fn remap(&self, lbn: Lbn, new: Mapping) -> Result<Option<Appended>, VolumeError> {
+    fn remap(
+        &self,
+        lbn: Lbn,
+        new: Mapping,
+        check_name: Option<u64>,
+    ) -> Result<Option<Appended>, VolumeError> {
         let entries_needed = 1 + usize::from(TREE_HEIGHT);
         loop {
             let (outcome, pressure, sealed) = {
@@ -370,7 +377,7 @@ impl Volume {
                 if !meta.journal.has_space(entries_needed) {
                     (None, false, 0)
                 } else {
-                    let outcome = self.remap_in(&mut meta, lbn, new);
+                    let outcome = self.remap_in(&mut meta, lbn, new, check_name);
                     let pressure =
                         meta.block_map.over_budget() || meta.depot.needs_ref_count_writes();
                     (Some(outcome), pressure, meta.journal.sealed_blocks())
@@ -398,7 +405,13 @@ impl Volume {
         }
     }
 
-    fn remap_in(&self, meta: &mut Meta, lbn: Lbn, new: Mapping) -> Result<Remapped, VolumeError> {
+    fn remap_in(
+        &self,
+        meta: &mut Meta,
+        lbn: Lbn,
+        new: Mapping,
+        check_name: Option<u64>,
+    ) -> Result<Remapped, VolumeError> {
         let store = &*self.store;
         let Meta {
             block_map,
@@ -411,20 +424,24 @@ impl Volume {
         }
         let leaf = block_map.prepare(store, lbn, &mut |allocation: PageAllocation| {
             let pbn = depot.allocate_tree_pair()?;
-            let point = journal.append(RecoveryJournalEntry {
-                kind: EntryKind::PageAllocation,
-                slot: allocation.slot,
-                page: allocation.parent,
-                new: Mapping::Data(pbn),
-                old: Mapping::Unmapped,
-                lbn: allocation.lbn,
-            });
+            let point = journal.append(
+                RecoveryJournalEntry {
+                    kind: EntryKind::PageAllocation,
+                    slot: allocation.slot,
+                    page: allocation.parent,
+                    new: Mapping::Data(pbn),
+                    old: Mapping::Unmapped,
+                    lbn: allocation.lbn,
+                },
+                None,
+            );
             Ok((pbn, point))
         })?;
         if leaf.old == new {
             return Ok(Remapped::Unchanged);
         }
-        let point = journal.append(remap_entry(lbn, leaf.page, leaf.slot, new, leaf.old));
+        let entry = remap_entry(lbn, leaf.page, leaf.slot, new, leaf.old);
+        let point = journal.append(entry, check_name);
         let old = block_map.set(lbn, new, point)?;
         if old != leaf.old {
             // `remap` puts the volume in read-only mode, charged to the leaf page.
