@@ -211,9 +211,14 @@ fn flush_latency(
 ) -> Result<(), BenchError> {
     let before = volume.stats();
     let offsets = plan.flush_offsets();
-    let blocks = plan.fresh.chunks_exact(BLOCK_BYTES);
-    for (i, block) in blocks.enumerate() {
+    let mut block = vec![0; BLOCK_BYTES];
+    for (i, fresh) in plan.fresh.chunks_exact(BLOCK_BYTES).enumerate() {
         let offset = offsets[i * 7 % offsets.len()];
+        // New data in every round: a volume kept across rounds would otherwise find each
+        // block already mapped there and journal nothing.
+        block.copy_from_slice(fresh);
+        block[..8].copy_from_slice(&(round as u64).to_le_bytes());
+        let block = block.as_slice();
         if (i + round).is_multiple_of(2) {
             flush.raw_us.push(write_flush_us(raw, offset, block)?);
             flush.engine_us.push(write_flush_us(volume, offset, block)?);

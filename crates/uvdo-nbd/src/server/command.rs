@@ -81,20 +81,16 @@ pub(crate) fn check(r: &Request, session: Session, size: u64) -> Result<(), Fail
     Ok(())
 }
 
-/// Runs a checked request; `payload` is a WRITE's data, and a READ's answer takes
-/// `read_buffer` (a worker's, handed back after the reply is sent) for its data.
-pub(crate) fn run(
-    volume: &Volume,
-    r: &Request,
-    payload: &[u8],
-    read_buffer: &mut Vec<u8>,
-) -> Answer {
+/// Runs a checked request other than a WRITE (those carry data and go to [`run_writes`]); a
+/// READ's answer takes `read_buffer` (a worker's, handed back after the reply is sent) for its
+/// data.
+pub(crate) fn run(volume: &Volume, r: &Request, read_buffer: &mut Vec<u8>) -> Answer {
     let fua = r.flags & FLAG_FUA != 0;
     let len = u64::from(r.length);
     let result = match r.command {
         Command::Read => return read(volume, r, std::mem::take(read_buffer)),
         Command::BlockStatus => return block_status(volume, r),
-        Command::Write => volume.write(r.offset, payload, fua),
+        Command::Write => unreachable!("a WRITE carries data: the connection calls run_writes"),
         Command::Trim => volume
             .trim(r.offset, len)
             .and_then(|()| if fua { volume.flush() } else { Ok(()) }),

@@ -184,7 +184,7 @@ impl Connection {
                     continue;
                 }
                 let mut buffer = read_buffers.pop().unwrap_or_default();
-                answers.push(command::run(&self.volume, request, &[], &mut buffer));
+                answers.push(command::run(&self.volume, request, &mut buffer));
                 read_buffers.push(buffer);
                 requests = &requests[1..];
             }
