@@ -94,7 +94,7 @@ fn parse_args() -> Result<Args, BenchError> {
 
 fn main() -> Result<(), BenchError> {
     let args = parse_args()?;
-    let load_start = report::loadavg();
+    let load_start = uvdo_benches::loadavg();
     let plan = Plan::new(args.blocks, args.flush_samples as u64, SEED);
     let mut runs = Vec::new();
     let mut flush = FlushSamples::default();
@@ -125,9 +125,9 @@ fn main() -> Result<(), BenchError> {
     }
     let amplification = amplification(&plan)?;
     let run = Run {
-        date: report::utc_now(),
+        date: uvdo_benches::utc_now(),
         load_start,
-        load_end: report::loadavg(),
+        load_end: uvdo_benches::loadavg(),
         blocks: plan.blocks(),
         rounds: args.rounds,
         file_engine,

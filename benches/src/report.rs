@@ -1,5 +1,7 @@
 //! What a run measured, reduced to medians and same-run ratios, printed as Markdown and
-//! written as JSON (hand-formatted: flat numbers and strings only).
+//! written as JSON (`json`).
+
+mod json;
 
 use std::fmt::Write as _;
 
@@ -306,73 +308,6 @@ impl Run {
             let _ = writeln!(out, "| {what} | {measured} | {verdict} |");
         }
     }
-
-    pub(crate) fn json(&self) -> String {
-        let mut out = String::from("{\n");
-        let _ = writeln!(out, "  \"date\": {},", quoted(&self.date));
-        let _ = writeln!(out, "  \"loadavg_start\": {},", quoted(&self.load_start));
-        let _ = writeln!(out, "  \"loadavg_end\": {},", quoted(&self.load_end));
-        let _ = writeln!(out, "  \"blocks_per_workload\": {},", self.blocks);
-        let _ = writeln!(out, "  \"rounds\": {},", self.rounds);
-        let _ = writeln!(out, "  \"file_store\": {},", quoted(&self.file_engine));
-        out.push_str("  \"workloads\": [\n");
-        let rows = self.rows();
-        for (i, r) in rows.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "    {{\"store\": \"{}\", \"threads\": {}, \"workload\": \"{}\", \
-                 \"engine_mb_per_s\": {}, \"engine_blocks_per_s\": {}, \
-                 \"raw_mb_per_s\": {}, \"raw_blocks_per_s\": {}, \"engine_to_raw\": {}, \
-                 \"device_writes_per_write\": {}, \"store_flushes_per_1k_writes\": {}}}{}",
-                r.kind.name(),
-                r.threads,
-                r.pattern.name(),
-                number(mb_per_s(r.engine_blocks_per_s)),
-                number(r.engine_blocks_per_s),
-                number(mb_per_s(r.raw_blocks_per_s)),
-                number(r.raw_blocks_per_s),
-                number(r.ratio),
-                r.device_writes.map_or("null".to_owned(), number),
-                r.flushes_per_k.map_or("null".to_owned(), number),
-                if i + 1 < rows.len() { "," } else { "" },
-            );
-        }
-        out.push_str("  ],\n");
-        for (key, f) in [
-            ("flush_latency_us", &self.flush),
-            ("flush_latency_written_us", &self.flush_written),
-        ] {
-            let _ = writeln!(
-                out,
-                "  \"{key}\": {{\"samples\": {}, \"engine_p50\": {}, \"engine_p99\": {}, \
-                 \"raw_fdatasync_p50\": {}, \"raw_fdatasync_p99\": {}, \"p50_ratio\": {}, \
-                 \"store_flushes\": {}, \"meta_writes\": {}}},",
-                f.engine_us.len(),
-                number(percentile(&f.engine_us, 50)),
-                number(percentile(&f.engine_us, 99)),
-                number(percentile(&f.raw_us, 50)),
-                number(percentile(&f.raw_us, 99)),
-                number(flush_ratio(f, 50)),
-                f.store_flushes,
-                f.meta_writes,
-            );
-        }
-        let a = &self.amplification;
-        let _ = writeln!(
-            out,
-            "  \"device_writes_per_unique_write\": {{\"seq_stats\": {}, \"seq_counted\": {}, \
-             \"random_stats\": {}, \"random_counted\": {}, \"with_close_counted\": {}, \
-             \"flushes_with_close\": {}}}",
-            number(a.seq_stats),
-            number(a.seq_counted),
-            number(a.random_stats),
-            number(a.random_counted),
-            number(a.with_close_counted),
-            a.flushes_with_close,
-        );
-        out.push_str("}\n");
-        out
-    }
 }
 
 /// (metadata writes + data writes) / requests, between two snapshots.
@@ -432,71 +367,9 @@ fn percentile(values: &[f64], p: usize) -> f64 {
     sorted[rank - 1]
 }
 
-fn number(value: f64) -> String {
-    if value.is_finite() {
-        format!("{value:.3}")
-    } else {
-        "null".to_owned()
-    }
-}
-
-fn quoted(text: &str) -> String {
-    serde_json::to_string(text).expect("a string always serializes")
-}
-
-/// The first three fields of /proc/loadavg (1, 5, 15 minutes).
-pub(crate) fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map_or_else(
-        |_| "unknown".to_owned(),
-        |text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        },
-    )
-}
-
-/// The current time as `YYYY-MM-DD HH:MM UTC`, without a date crate.
-pub(crate) fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let (y, m, d) = civil_from_days(days);
-    let of_day = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        of_day / 3600,
-        of_day % 3600 / 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's
-/// algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_dates_match_known_days() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-    }
 
     #[test]
     fn percentiles_use_nearest_rank() {
@@ -504,10 +377,5 @@ mod tests {
         assert_eq!(percentile(&values, 50), 50.0);
         assert_eq!(percentile(&values, 99), 99.0);
         assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(quoted("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
     }
 }

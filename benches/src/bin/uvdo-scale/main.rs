@@ -159,7 +159,7 @@ fn main() -> Result<(), BenchError> {
     let args = parse_args(&argv)?;
     std::fs::create_dir_all(&args.dir)
         .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
-    let load_start = loadavg();
+    let load_start = uvdo_benches::loadavg();
     let started = Instant::now();
     let results: Vec<SizeResult> = args
         .sizes
@@ -167,9 +167,9 @@ fn main() -> Result<(), BenchError> {
         .map(|&size| measure(&args, args.shape(size)))
         .collect();
     let run = Run {
-        date: utc_now()?,
+        date: uvdo_benches::utc_now(),
         load_start,
-        load_end: loadavg(),
+        load_end: uvdo_benches::loadavg(),
         dir: args.dir.display().to_string(),
         smoke: args.smoke,
         wall_s: started.elapsed().as_secs_f64(),
@@ -239,26 +239,6 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
-}
-
-/// The first three fields of /proc/loadavg (1, 5, 15 minutes).
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map_or_else(
-        |_| "unknown".to_owned(),
-        |text| {
-            let fields: Vec<&str> = text.split_whitespace().take(3).collect();
-            fields.join(" ")
-        },
-    )
-}
-
-/// The current time in UTC, from `date` (the engine benchmark's report has the calendar
-/// arithmetic; one process spawn is simpler than a second copy).
-fn utc_now() -> Result<String, BenchError> {
-    let output = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()?;
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 #[cfg(test)]

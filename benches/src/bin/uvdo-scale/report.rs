@@ -1,6 +1,8 @@
 //! The figures of a run, per size and as growth per GiB between sizes, with the SPEC section
-//! 10 floors evaluated; printed as Markdown and written as JSON (hand-formatted, like the
-//! engine benchmark's report). A floor that fails is reported, never an error.
+//! 10 floors evaluated; printed as Markdown and written as JSON (`json`). A floor that fails
+//! is reported, never an error.
+
+mod json;
 
 use std::fmt::Write as _;
 
@@ -519,47 +521,6 @@ impl Run {
             }
         }
     }
-
-    pub(crate) fn json(&self) -> String {
-        let mut out = String::from("{\n");
-        let _ = writeln!(out, "  \"date\": {},", quoted(&self.date));
-        let _ = writeln!(out, "  \"smoke\": {},", self.smoke);
-        let _ = writeln!(out, "  \"loadavg_start\": {},", quoted(&self.load_start));
-        let _ = writeln!(out, "  \"loadavg_end\": {},", quoted(&self.load_end));
-        let _ = writeln!(out, "  \"dir\": {},", quoted(&self.dir));
-        let _ = writeln!(out, "  \"wall_s\": {},", number(self.wall_s));
-        out.push_str("  \"sizes\": [\n");
-        let sizes: Vec<String> = self.results.iter().map(size_json).collect();
-        out.push_str(&sizes.join(",\n"));
-        out.push_str("\n  ],\n  \"rows\": [\n");
-        let rows: Vec<String> = ROWS.iter().map(|row| self.row_json(row)).collect();
-        out.push_str(&rows.join(",\n"));
-        out.push_str("\n  ],\n  \"floors\": [\n");
-        let floors: Vec<String> = self.floors().iter().map(floor_json).collect();
-        out.push_str(&floors.join(",\n"));
-        out.push_str("\n  ]\n}\n");
-        out
-    }
-
-    fn row_json(&self, row: &Row) -> String {
-        let values: Vec<String> = self
-            .results
-            .iter()
-            .map(|s| (row.value)(&s.record).map_or("null".to_owned(), number))
-            .collect();
-        let growth: Vec<String> = self
-            .growth(row)
-            .into_iter()
-            .map(|v| v.map_or("null".to_owned(), number))
-            .collect();
-        format!(
-            "    {{\"figure\": {}, \"unit\": {}, \"values\": [{}], \"growth_per_gib\": [{}]}}",
-            quoted(row.label),
-            quoted(row.unit.name()),
-            values.join(", "),
-            growth.join(", ")
-        )
-    }
 }
 
 fn not_measured(what: String) -> Floor {
@@ -577,47 +538,6 @@ fn show_slope(row: &Row, value: f64) -> String {
         Unit::Mib | Unit::Gib => format!("{value:.2}"),
         Unit::Count => format!("{value:.0}"),
     }
-}
-
-fn size_json(s: &SizeResult) -> String {
-    let figures: Vec<String> = s
-        .record
-        .iter()
-        .map(|(key, value)| {
-            let value = s
-                .record
-                .number(key)
-                .map_or_else(|| quoted(value), |_| value.to_owned());
-            format!("\"{key}\": {value}")
-        })
-        .collect();
-    format!(
-        "    {{\"size_bytes\": {}, \"slab_blocks\": {}, \"journal_blocks\": {}, \
-         \"index_bytes\": {}, \"wall_s\": {}, \"error\": {}, \"checks\": [{}],\n     \
-         \"figures\": {{{}}}}}",
-        s.shape.size_bytes,
-        s.shape.slab_blocks,
-        s.shape.journal_blocks,
-        s.shape.index_bytes,
-        number(s.wall_s),
-        s.error.as_deref().map_or("null".to_owned(), quoted),
-        s.checks()
-            .iter()
-            .map(|c| quoted(c))
-            .collect::<Vec<_>>()
-            .join(", "),
-        figures.join(", ")
-    )
-}
-
-fn floor_json(f: &Floor) -> String {
-    format!(
-        "    {{\"floor\": {}, \"measured\": {}, \"derived_from\": {}, \"verdict\": {}}}",
-        quoted(&f.what),
-        quoted(&f.measured),
-        quoted(&f.derivation),
-        quoted(f.verdict())
-    )
 }
 
 /// `16 MiB`, `1 GiB`, `1.5 GiB`.
@@ -643,23 +563,11 @@ fn to_f64(value: u64) -> f64 {
     value
 }
 
-fn number(value: f64) -> String {
-    if value.is_finite() {
-        format!("{value:.4}")
-    } else {
-        "null".to_owned()
-    }
-}
-
-fn quoted(text: &str) -> String {
-    serde_json::to_string(text).expect("a string always serializes")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn result(size_bytes: u64, figures: &[(&str, f64)]) -> SizeResult {
+    pub(super) fn result(size_bytes: u64, figures: &[(&str, f64)]) -> SizeResult {
         let mut record = Record::default();
         for (key, value) in figures {
             record.put(key, value);
@@ -677,7 +585,7 @@ mod tests {
         }
     }
 
-    fn run(results: Vec<SizeResult>) -> Run {
+    pub(super) fn run(results: Vec<SizeResult>) -> Run {
         Run {
             date: "today".to_owned(),
             load_start: "0.1 0.2 0.3".to_owned(),
@@ -734,9 +642,10 @@ mod tests {
         let markdown = r.markdown();
         assert!(markdown.contains("| VmRSS after writing + flush | MiB | 300.0 | 360.0 | 20.00 |"));
         assert!(markdown.contains("| FAILS |"));
-        let json = r.json();
-        assert!(json.contains("\"growth_per_gib\": [20.0000]"));
-        assert!(json.contains("\"recover.open_s\": 0.2"));
+        let json: serde_json::Value = serde_json::from_str(&r.json()).expect("JSON");
+        assert_eq!(json["rows"][0]["growth_per_gib"], serde_json::json!([20.0]));
+        assert_eq!(json["sizes"][0]["figures"]["recover.open_s"], 0.2);
+        assert_eq!(json["floors"][1]["verdict"], "FAILS");
     }
 
     #[test]
@@ -769,10 +678,5 @@ mod tests {
         assert_eq!(size_label(1 << 30), "1 GiB");
         assert_eq!(size_label(3 << 29), "1.5 GiB");
         assert_eq!(size_label(4 << 10), "4 KiB");
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(quoted("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
     }
 }
