@@ -34,6 +34,7 @@ use uvdo_io::Storage;
 use super::cache::Frame;
 use super::{BlockMap, check_leaf_mapping, check_resident_level, page};
 use crate::error::VolumeError;
+use crate::journal::entries::ReplayEntries;
 
 impl BlockMap {
     /// Crash recovery: applies one durable journal entry at `point` to the tree, with set
@@ -62,7 +63,7 @@ impl BlockMap {
         point: JournalPoint,
         entry: &RecoveryJournalEntry,
     ) -> Result<(), VolumeError> {
-        self.replay_entries(store, [(point, *entry)])
+        self.replay_entries(store, &[(point, *entry)][..])
     }
 
     /// Crash recovery: applies `entries`, in journal order, each as [`BlockMap::replay`] does.
@@ -76,16 +77,17 @@ impl BlockMap {
     pub(crate) fn replay_entries(
         &mut self,
         store: &dyn Storage,
-        entries: impl IntoIterator<Item = (JournalPoint, RecoveryJournalEntry)>,
+        entries: &(impl ReplayEntries + ?Sized),
     ) -> Result<(), VolumeError> {
         let mut leaf = None;
-        let result = entries
-            .into_iter()
-            .try_for_each(|(point, entry)| self.replay_one(store, point, &entry, &mut leaf));
+        let result = entries.try_for_each_from(JournalPoint::default(), |point, entry| {
+            self.replay_one(store, point, &entry, &mut leaf)
+        });
         self.leave_leaf(&mut leaf);
         result
     }
 
+    #[inline]
     fn replay_one(
         &mut self,
         store: &dyn Storage,
@@ -209,6 +211,7 @@ impl BlockMap {
         Ok(())
     }
 
+    #[inline]
     fn replay_remap(
         &mut self,
         store: &dyn Storage,

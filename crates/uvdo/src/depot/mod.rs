@@ -559,7 +559,9 @@ fn locate(layout: &Layout, pbn: Pbn) -> Result<(usize, u32), (Option<Pbn>, Strin
 }
 
 /// The count changes an entry makes, increments before decrements.
-#[inline]
+// Always inline: recovery calls it for every replayed entry, and its result read back
+// through memory cost a third of that pass.
+#[inline(always)]
 fn changes_of(
     layout: &Layout,
     entry: &RecoveryJournalEntry,

@@ -387,9 +387,7 @@ fn touched_slabs(
 ) -> Result<Vec<bool>, VolumeError> {
     let mut touched = vec![false; layout.slab_count() as usize];
     let mut last: Option<JournalPoint> = None;
-    // Internal iteration (`try_for_each`): a loop over the blocks' entries, not a call of
-    // `next` per entry.
-    replay.entries().try_for_each(|(point, entry)| {
+    replay.try_for_each_from(JournalPoint::default(), |point, entry| {
         let valid = point.sequence.0 >= 1 && point.entry < recovery_journal::ENTRIES_PER_BLOCK_U16;
         if !valid || last.is_some_and(|l| point <= l) {
             let what = format!("replayed entry at {point}: not a valid point after the last");
@@ -436,7 +434,7 @@ fn replayed_after_chains(
     let Some(&start) = from.iter().flatten().min() else {
         return Ok(out);
     };
-    replay.entries_from(start).try_for_each(|(point, entry)| {
+    replay.try_for_each_from(start, |point, entry| {
         for change in replayed_changes(layout, point, &entry)?.iter().flatten() {
             let wanted = from.get(change.slab).copied().flatten();
             if wanted.is_some_and(|from| point >= from) {

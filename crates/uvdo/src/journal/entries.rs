@@ -12,7 +12,7 @@
 //! scan), so every point is unique and in journal order; an entry unpacks to exactly the
 //! entry packed.
 
-use uvdo_format::recovery_journal::{EntryKind, RecoveryJournalEntry};
+use uvdo_format::recovery_journal::{ENTRIES_PER_BLOCK, EntryKind, RecoveryJournalEntry};
 use uvdo_format::{JournalPoint, Lbn, Mapping, Pbn, SequenceNumber};
 
 /// Entries to replay, in journal order.
@@ -26,6 +26,22 @@ pub(crate) trait ReplayEntries {
     /// Every entry, in journal order, with its point.
     fn entries(&self) -> impl Iterator<Item = (JournalPoint, RecoveryJournalEntry)> {
         self.entries_from(JournalPoint::default())
+    }
+
+    /// Calls `f` with every entry at or after `from`, in journal order, until it fails: the
+    /// loop replay runs over millions of entries, which an implementation may make tighter
+    /// than `entries_from`'s iterator.
+    ///
+    /// # Errors
+    ///
+    /// The first error `f` returns.
+    fn try_for_each_from<E>(
+        &self,
+        from: JournalPoint,
+        mut f: impl FnMut(JournalPoint, RecoveryJournalEntry) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.entries_from(from)
+            .try_for_each(|(point, entry)| f(point, entry))
     }
 
     /// The point of the last entry.
@@ -153,6 +169,34 @@ impl ReplayEntries for JournalEntries {
                     (point, packed.unpack())
                 })
         })
+    }
+
+    fn try_for_each_from<E>(
+        &self,
+        from: JournalPoint,
+        mut f: impl FnMut(JournalPoint, RecoveryJournalEntry) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let start = self.blocks.partition_point(|b| b.sequence < from.sequence);
+        // A block's entries are unpacked together, then handed out: an entry read just after
+        // it was unpacked field by field would stall on its wide loads.
+        let mut unpacked = Vec::with_capacity(ENTRIES_PER_BLOCK);
+        for block in &self.blocks[start..] {
+            let first = if block.sequence == from.sequence {
+                usize::from(from.entry)
+            } else {
+                0
+            };
+            unpacked.clear();
+            unpacked.extend(block.entries.iter().skip(first).map(|p| p.unpack()));
+            for (entry, unpacked) in (0_u16..).skip(first).zip(&unpacked) {
+                let point = JournalPoint {
+                    sequence: block.sequence,
+                    entry,
+                };
+                f(point, *unpacked)?;
+            }
+        }
+        Ok(())
     }
 
     fn last_point(&self) -> Option<JournalPoint> {
@@ -336,6 +380,12 @@ mod tests {
                     .map(|(_, e)| e.lbn.0)
                     .collect();
                 assert_eq!(lbns(entries.entries_from(from)), expected, "from {from}");
+                let mut each = Vec::new();
+                let done: Result<(), ()> = entries.try_for_each_from(from, |_, e| {
+                    each.push(e.lbn.0);
+                    Ok(())
+                });
+                assert_eq!((done, each), (Ok(()), expected.clone()), "each from {from}");
                 let slice = pairs.as_slice();
                 assert_eq!(
                     lbns(slice.entries_from(from)),
@@ -365,6 +415,17 @@ mod tests {
                 assert_eq!(cut.last_point(), last);
             }
         }
+    }
+
+    #[test]
+    fn try_for_each_stops_at_the_first_error() {
+        let mut seen = Vec::new();
+        let result = sample().try_for_each_from(point(7, 2), |p, e| {
+            seen.push(e.lbn.0);
+            if p == point(9, 0) { Err(p) } else { Ok(()) }
+        });
+        assert_eq!(result, Err(point(9, 0)));
+        assert_eq!(seen, [2, 3, 4]);
     }
 
     #[test]

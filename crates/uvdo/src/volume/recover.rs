@@ -37,7 +37,7 @@ use crate::block_map::BlockMap;
 use crate::depot::SlabDepot;
 use crate::error::VolumeError;
 use crate::journal::RecoveryJournal;
-use crate::journal::entries::{JournalEntries, ReplayEntries};
+use crate::journal::entries::JournalEntries;
 use crate::journal::scan;
 
 /// The recovered in-memory state, ready to serve.
@@ -160,7 +160,7 @@ fn replay(
 ) -> Result<(BlockMap, SlabDepot), VolumeError> {
     let replay_block_map = || {
         let mut block_map = BlockMap::new(layout, nonce, cache_pages);
-        block_map.replay_entries(store, entries.entries())?;
+        block_map.replay_entries(store, entries)?;
         Ok::<_, VolumeError>(block_map)
     };
     let open_depot = || SlabDepot::open_recovering(store, layout, nonce, entries);

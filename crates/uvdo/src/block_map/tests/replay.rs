@@ -128,7 +128,8 @@ fn crash(fx: &Fixture, journal: &mut Journal, fates: &[Fate]) {
 /// A fresh map that replays `window` as recovery does, in one call.
 fn recover(fx: &Fixture, cache_pages: usize, window: &[Logged]) -> BlockMap {
     let mut map = fx.open(cache_pages);
-    map.replay_entries(&fx.store, window.iter().map(|l| (l.point, l.entry)))
+    let entries: Vec<_> = window.iter().map(|l| (l.point, l.entry)).collect();
+    map.replay_entries(&fx.store, &entries)
         .unwrap_or_else(|e| panic!("replaying {} entries: {e}", window.len()));
     map
 }
