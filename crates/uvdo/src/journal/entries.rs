@@ -1,7 +1,7 @@
 //! The recovery journal entries a crash recovery replays: an ordered list that can be cut at
 //! a journal point.
 //!
-//! A full journal holds millions of entries, so a scan keeps them packed ([`PackedEntry`], 32
+//! A full journal holds millions of entries, so a scan keeps them packed ([`PackedEntry`], 24
 //! bytes; decoded, an entry takes 56), grouped by the journal block they came from. Replay
 //! walks them in journal order and names each entry by its point (the block's sequence and
 //! the entry's index in it). Consumers take any [`ReplayEntries`]: the scan's
@@ -12,6 +12,7 @@
 //! scan), so every point is unique and in journal order; an entry unpacks to exactly the
 //! entry packed.
 
+use uvdo_format::mapping::PBN_MAX;
 use uvdo_format::recovery_journal::{ENTRIES_PER_BLOCK, EntryKind, RecoveryJournalEntry};
 use uvdo_format::{JournalPoint, Lbn, Mapping, Pbn, SequenceNumber};
 
@@ -209,102 +210,126 @@ impl ReplayEntries for JournalEntries {
     }
 }
 
-/// A [`RecoveryJournalEntry`] in four words, for memory only (never written):
+/// A [`RecoveryJournalEntry`] in three words, 24 bytes (decoded, an entry takes 56), for
+/// memory only (never written):
 ///
 /// ```text
-/// lbn_slot_kind  bits 0..40 lbn, 40..50 slot, 50 kind (1 = page allocation)
-/// page           the page's PBN
-/// new, old       mappings: 0 unmapped, 1 zero, 2 | pbn << 8 data,
-///                3 | fragment slot << 4 | pbn << 8 compressed
+/// word  bits    field
+///    0  0..40   lbn
+///    0  40..50  slot
+///    0  50      kind (1 = page allocation)
+///    0  51..57  new mapping's code: state (0 unmapped, 1 zero, 2 data, 3 compressed)
+///               | fragment slot << 2
+///    0  57..63  old mapping's code
+///    1  0..36   page PBN
+///    1  36..64  new mapping's PBN, bits 0..28
+///    2  0..8    new mapping's PBN, bits 28..36
+///    2  8..44   old mapping's PBN
 /// ```
 ///
 /// Every field of an entry fits (a decoded entry has an LBN below 2^40, a slot below 812, PBNs
 /// below 2^36 and fragment slots below 14; `pack` asserts it), so unpacking gives it back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct PackedEntry {
-    lbn_slot_kind: u64,
-    page: u64,
-    new: u64,
-    old: u64,
-}
+struct PackedEntry([u64; 3]);
 
 const LBN_BITS: u32 = 40;
 const SLOT_BITS: u32 = 10;
 const KIND_SHIFT: u32 = LBN_BITS + SLOT_BITS;
-const MAPPING_PBN_SHIFT: u32 = 8;
-const MAPPING_FRAGMENT_SHIFT: u32 = 4;
+const NEW_CODE_SHIFT: u32 = KIND_SHIFT + 1;
+const OLD_CODE_SHIFT: u32 = NEW_CODE_SHIFT + CODE_BITS;
+const CODE_BITS: u32 = 6;
+const PBN_BITS: u32 = 36;
+/// The new mapping's PBN bits that fit in word 1, after the page.
+const NEW_LOW_BITS: u32 = 64 - PBN_BITS;
+const OLD_PBN_SHIFT: u32 = PBN_BITS - NEW_LOW_BITS;
+
+const _: () = assert!(OLD_CODE_SHIFT + CODE_BITS <= 64);
+const _: () = assert!(OLD_PBN_SHIFT + PBN_BITS <= 64);
+const _: () = assert!(PBN_MAX < 1 << PBN_BITS);
+
+/// The low `bits` bits of `value`.
+const fn low(value: u64, bits: u32) -> u64 {
+    value & ((1 << bits) - 1)
+}
 
 impl PackedEntry {
     #[inline]
     fn pack(entry: &RecoveryJournalEntry) -> Self {
         assert!(
-            entry.lbn.0 < 1 << LBN_BITS && entry.slot < 1 << SLOT_BITS,
+            entry.lbn.0 < 1 << LBN_BITS
+                && entry.slot < 1 << SLOT_BITS
+                && entry.page.0 < 1 << PBN_BITS,
             "entry fields beyond their width: {entry:?}"
         );
         let kind = match entry.kind {
             EntryKind::DataRemap => 0,
             EntryKind::PageAllocation => 1,
         };
-        Self {
-            lbn_slot_kind: entry.lbn.0 | (u64::from(entry.slot) << LBN_BITS) | (kind << KIND_SHIFT),
-            page: entry.page.0,
-            new: pack_mapping(entry.new),
-            old: pack_mapping(entry.old),
-        }
+        let (new_code, new_pbn) = pack_mapping(entry.new);
+        let (old_code, old_pbn) = pack_mapping(entry.old);
+        Self([
+            entry.lbn.0
+                | (u64::from(entry.slot) << LBN_BITS)
+                | (kind << KIND_SHIFT)
+                | (new_code << NEW_CODE_SHIFT)
+                | (old_code << OLD_CODE_SHIFT),
+            entry.page.0 | (low(new_pbn, NEW_LOW_BITS) << PBN_BITS),
+            (new_pbn >> NEW_LOW_BITS) | (old_pbn << OLD_PBN_SHIFT),
+        ])
     }
 
     #[inline]
     fn unpack(self) -> RecoveryJournalEntry {
-        let kind = if (self.lbn_slot_kind >> KIND_SHIFT) & 1 == 1 {
+        let [first, second, third] = self.0;
+        let kind = if (first >> KIND_SHIFT) & 1 == 1 {
             EntryKind::PageAllocation
         } else {
             EntryKind::DataRemap
         };
-        let slot = u16::try_from((self.lbn_slot_kind >> LBN_BITS) & ((1 << SLOT_BITS) - 1))
-            .expect("10 bits");
+        let slot = u16::try_from(low(first >> LBN_BITS, SLOT_BITS)).expect("10 bits");
+        let new_pbn = (second >> PBN_BITS) | (low(third, OLD_PBN_SHIFT) << NEW_LOW_BITS);
         RecoveryJournalEntry {
             kind,
             slot,
-            page: Pbn(self.page),
-            new: unpack_mapping(self.new),
-            old: unpack_mapping(self.old),
-            lbn: Lbn(self.lbn_slot_kind & ((1 << LBN_BITS) - 1)),
+            page: Pbn(low(second, PBN_BITS)),
+            new: unpack_mapping(low(first >> NEW_CODE_SHIFT, CODE_BITS), new_pbn),
+            old: unpack_mapping(
+                low(first >> OLD_CODE_SHIFT, CODE_BITS),
+                third >> OLD_PBN_SHIFT,
+            ),
+            lbn: Lbn(low(first, LBN_BITS)),
         }
     }
 }
 
+/// A mapping's code (state | fragment slot << 2) and PBN (0 when it has none).
 #[inline]
-fn pack_mapping(mapping: Mapping) -> u64 {
-    let pbn_fits = |pbn: Pbn| {
-        assert!(
-            pbn.0 < 1 << (64 - MAPPING_PBN_SHIFT),
-            "PBN {pbn} beyond 56 bits"
-        );
-        pbn.0 << MAPPING_PBN_SHIFT
+fn pack_mapping(mapping: Mapping) -> (u64, u64) {
+    let fits = |pbn: Pbn| {
+        assert!(pbn.0 < 1 << PBN_BITS, "PBN {pbn} beyond 36 bits");
+        pbn.0
     };
     match mapping {
-        Mapping::Unmapped => 0,
-        Mapping::Zero => 1,
-        Mapping::Data(pbn) => 2 | pbn_fits(pbn),
+        Mapping::Unmapped => (0, 0),
+        Mapping::Zero => (1, 0),
+        Mapping::Data(pbn) => (2, fits(pbn)),
         Mapping::Compressed { pbn, slot } => {
             assert!(slot < 16, "fragment slot {slot} beyond 4 bits");
-            3 | (u64::from(slot) << MAPPING_FRAGMENT_SHIFT) | pbn_fits(pbn)
+            (3 | (u64::from(slot) << 2), fits(pbn))
         }
     }
 }
 
 #[inline]
-fn unpack_mapping(packed: u64) -> Mapping {
-    let pbn = Pbn(packed >> MAPPING_PBN_SHIFT);
-    match packed & 0xf {
+fn unpack_mapping(code: u64, pbn: u64) -> Mapping {
+    match code & 3 {
         0 => Mapping::Unmapped,
         1 => Mapping::Zero,
-        2 => Mapping::Data(pbn),
-        3 => Mapping::Compressed {
-            pbn,
-            slot: u8::try_from((packed >> MAPPING_FRAGMENT_SHIFT) & 0xf).expect("4 bits"),
+        2 => Mapping::Data(Pbn(pbn)),
+        _ => Mapping::Compressed {
+            pbn: Pbn(pbn),
+            slot: u8::try_from(code >> 2).expect("4 bits"),
         },
-        tag => unreachable!("packed mapping tag {tag}: only pack_mapping writes these"),
     }
 }
 
@@ -434,6 +459,36 @@ mod tests {
         let mut out = JournalEntries::default();
         out.push(EntryBlock::pack(SequenceNumber(9), &entries(0..1)));
         out.push(EntryBlock::pack(SequenceNumber(9), &entries(1..2)));
+    }
+
+    #[test]
+    fn entries_at_the_edges_of_every_field_unpack_to_themselves() {
+        let mappings = [
+            Mapping::Unmapped,
+            Mapping::Zero,
+            Mapping::Data(Pbn(1)),
+            Mapping::Data(Pbn(PBN_MAX)),
+            Mapping::Compressed {
+                pbn: Pbn(PBN_MAX),
+                slot: COMPRESSED_SLOTS - 1,
+            },
+        ];
+        for kind in [EntryKind::DataRemap, EntryKind::PageAllocation] {
+            for (new, old) in mappings.iter().flat_map(|&n| mappings.map(|o| (n, o))) {
+                for (lbn, slot, page) in [(0, 0, 1), (LBN_LIMIT - 1, 811, PBN_MAX)] {
+                    let (page, lbn) = (Pbn(page), Lbn(lbn));
+                    let entry = RecoveryJournalEntry {
+                        kind,
+                        slot,
+                        page,
+                        new,
+                        old,
+                        lbn,
+                    };
+                    assert_eq!(PackedEntry::pack(&entry).unpack(), entry);
+                }
+            }
+        }
     }
 
     fn any_mapping() -> impl Strategy<Value = Mapping> {

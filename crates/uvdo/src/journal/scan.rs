@@ -15,7 +15,7 @@
 //!
 //! The region is read in chunks of [`SCAN_CHUNK_BLOCKS`], a long one in two halves by two
 //! threads; each block's entries are packed as soon as it decodes ([`JournalEntries`]), so a
-//! full region costs 32 bytes per entry, not the decoded blocks' 56.
+//! full region costs 24 bytes per entry, not the decoded blocks' 56.
 
 use uvdo_format::header::Expected;
 use uvdo_format::recovery_journal::{Epoch, JournalRegion, RecoveryJournalBlock};
@@ -290,7 +290,7 @@ pub(crate) fn scan(
 type ReadBlock = Result<DecodedBlock, (FormatError, u64)>;
 
 /// A block that decoded, its entries packed as soon as it is: a region never holds every
-/// entry decoded (they take 56 bytes each, packed 32).
+/// entry decoded (they take 56 bytes each, packed 24).
 #[derive(Debug)]
 struct DecodedBlock {
     /// The decoded block, without its entries.
