@@ -532,8 +532,11 @@ impl Layout {
     #[must_use]
     pub fn slab_of(&self, pbn: Pbn) -> Option<(SlabNumber, SlabBlockNumber)> {
         let offset = pbn.0.checked_sub(self.starts.depot.0)?;
-        let slab = offset / self.params.slab_blocks.0;
-        let block = offset % self.params.slab_blocks.0;
+        // A shift and a mask, not a division: `compute` validated `slab_blocks` a power of
+        // two, and recovery locates every replayed mapping.
+        let slab_blocks = self.params.slab_blocks.0;
+        let slab = offset >> slab_blocks.trailing_zeros();
+        let block = offset & (slab_blocks - 1);
         if slab >= u64::from(self.slab_count) || block >= self.slab.data_blocks.0 {
             return None;
         }

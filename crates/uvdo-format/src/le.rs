@@ -6,44 +6,52 @@
 
 /// Reads a `u8` at `offset`.
 #[must_use]
+#[inline]
 pub fn get_u8(bytes: &[u8], offset: usize) -> u8 {
     bytes[offset]
 }
 
 /// Reads a little-endian `u16` at `offset`.
 #[must_use]
+#[inline]
 pub fn get_u16(bytes: &[u8], offset: usize) -> u16 {
     u16::from_le_bytes(array(bytes, offset))
 }
 
 /// Reads a little-endian `u32` at `offset`.
 #[must_use]
+#[inline]
 pub fn get_u32(bytes: &[u8], offset: usize) -> u32 {
     u32::from_le_bytes(array(bytes, offset))
 }
 
 /// Reads a little-endian `u64` at `offset`.
 #[must_use]
+#[inline]
 pub fn get_u64(bytes: &[u8], offset: usize) -> u64 {
     u64::from_le_bytes(array(bytes, offset))
 }
 
 /// Writes a `u8` at `offset`.
+#[inline]
 pub fn put_u8(bytes: &mut [u8], offset: usize, value: u8) {
     bytes[offset] = value;
 }
 
 /// Writes a little-endian `u16` at `offset`.
+#[inline]
 pub fn put_u16(bytes: &mut [u8], offset: usize, value: u16) {
     bytes[offset..offset + 2].copy_from_slice(&value.to_le_bytes());
 }
 
 /// Writes a little-endian `u32` at `offset`.
+#[inline]
 pub fn put_u32(bytes: &mut [u8], offset: usize, value: u32) {
     bytes[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
 }
 
 /// Writes a little-endian `u64` at `offset`.
+#[inline]
 pub fn put_u64(bytes: &mut [u8], offset: usize, value: u64) {
     bytes[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
 }

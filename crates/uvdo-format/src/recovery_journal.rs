@@ -527,10 +527,10 @@ impl RecoveryJournalBlock {
         } else {
             Some(get_u64(block, DATA_CHECK_OFFSET))
         };
-        let entries = block[ENTRIES_OFFSET..used_end]
-            .chunks_exact(ENTRY_SIZE)
-            .map(RecoveryJournalEntry::decode)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut entries = Vec::with_capacity(usize::from(count));
+        for bytes in block[ENTRIES_OFFSET..used_end].chunks_exact(ENTRY_SIZE) {
+            entries.push(RecoveryJournalEntry::decode(bytes)?);
+        }
         Ok(Self {
             sequence,
             block_map_head: SequenceNumber(get_u64(block, BLOCK_MAP_HEAD_OFFSET)),

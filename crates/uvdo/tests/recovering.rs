@@ -221,3 +221,58 @@ fn a_crash_during_the_online_scrub_recovers_the_same_volume() {
         "after a crash at the scrub's last write",
     );
 }
+
+/// A journal of thousands of entries (recovery replays a long one on two threads): sequential
+/// overwrites, a crash, then a recovery, and a crash at events of that recovery recovered
+/// again, each to the same data with exact counts.
+#[test]
+fn a_long_journal_recovers_and_recovers_again_after_a_crash_during_recovery() {
+    const LBNS: u64 = 1500;
+    let config = FormatConfig {
+        slab_blocks: BlockCount(1024),
+        slab_journal_blocks: BlockCount(64),
+        recovery_journal_blocks: BlockCount(64),
+        block_map_cache_pages: 64,
+        ..common::tiny(LBNS)
+    };
+    let store = Arc::new(SimStore::with_seed(64 << 20, 23));
+    Volume::format(&*store, &config).expect("format");
+    let volume = open(&store, &OpenOptions::default());
+    let mut expected = Vec::new();
+    for lbn in 0..LBNS {
+        let data = unique_block(lbn);
+        write_block(&volume, lbn, &data);
+        expected.push(data);
+    }
+    for lbn in 0..LBNS * 2 {
+        let data = unique_block(10_000 + lbn);
+        write_block(&volume, lbn % LBNS, &data);
+        expected[usize::try_from(lbn % LBNS).unwrap()] = data;
+        if lbn % 500 == 0 {
+            volume.flush().expect("flush");
+        }
+    }
+    volume.flush().expect("flush");
+    drop(volume);
+    let recovering = Arc::new(store.crash(CrashPlan::KeepNone));
+    let from = recovering.event_count();
+    let volume = open(&recovering, &OpenOptions::default());
+    let replayed = volume.last_recovery().expect("recovered").entries_replayed;
+    assert!(replayed > 4096, "{replayed} entries replayed");
+    volume.wait_recovered().expect("recovered");
+    assert_audit_clean(&volume, "after recovery");
+    check_data(&volume, &expected, "after recovery");
+    drop(volume);
+    let to = recovering.event_count();
+    for event in (from..to).step_by(((to - from) / 6).max(1)) {
+        let again = Arc::new(recovering.crash_at(event, CrashPlan::KeepNone));
+        let volume = open(&again, &OpenOptions::default());
+        volume.wait_recovered().expect("recovered again");
+        assert_audit_clean(&volume, &format!("recovered again after event {event}"));
+        check_data(
+            &volume,
+            &expected,
+            &format!("after a crash at event {event}"),
+        );
+    }
+}

@@ -34,6 +34,7 @@ use uvdo_io::Storage;
 use super::cache::Frame;
 use super::{BlockMap, check_leaf_mapping, check_resident_level, page};
 use crate::error::VolumeError;
+use crate::journal::entries::ReplayEntries;
 
 impl BlockMap {
     /// Crash recovery: applies one durable journal entry at `point` to the tree, with set
@@ -62,10 +63,45 @@ impl BlockMap {
         point: JournalPoint,
         entry: &RecoveryJournalEntry,
     ) -> Result<(), VolumeError> {
+        self.replay_entries(store, &[(point, *entry)][..])
+    }
+
+    /// Crash recovery: applies `entries`, in journal order, each as [`BlockMap::replay`] does.
+    /// A run of remaps into one leaf (sequential LBNs) walks the tree once, for its first
+    /// entry; see [`LastLeaf`].
+    ///
+    /// # Errors
+    ///
+    /// As [`BlockMap::replay`], for the first entry that fails; the entries after it are not
+    /// applied.
+    pub(crate) fn replay_entries(
+        &mut self,
+        store: &dyn Storage,
+        entries: &(impl ReplayEntries + ?Sized),
+    ) -> Result<(), VolumeError> {
+        let mut leaf = None;
+        let result = entries.try_for_each_from(JournalPoint::default(), |point, entry| {
+            self.replay_one(store, point, &entry, &mut leaf)
+        });
+        self.leave_leaf(&mut leaf);
+        result
+    }
+
+    #[inline]
+    fn replay_one(
+        &mut self,
+        store: &dyn Storage,
+        point: JournalPoint,
+        entry: &RecoveryJournalEntry,
+        leaf: &mut Option<LastLeaf>,
+    ) -> Result<(), VolumeError> {
         check_entry(entry)?;
         match entry.kind {
-            EntryKind::PageAllocation => self.replay_allocation(store, point, entry),
-            EntryKind::DataRemap => self.replay_remap(store, point, entry),
+            EntryKind::PageAllocation => {
+                self.leave_leaf(leaf);
+                self.replay_allocation(store, point, entry)
+            }
+            EntryKind::DataRemap => self.replay_remap(store, point, entry, leaf),
         }
     }
 
@@ -175,12 +211,57 @@ impl BlockMap {
         Ok(())
     }
 
+    #[inline]
     fn replay_remap(
         &mut self,
         store: &dyn Storage,
         point: JournalPoint,
         entry: &RecoveryJournalEntry,
+        leaf: &mut Option<LastLeaf>,
     ) -> Result<(), VolumeError> {
+        let page = entry.lbn.0 / ENTRIES_PER_PAGE_U64;
+        let last = match leaf {
+            Some(last) if last.page == page => last,
+            _ => {
+                self.leave_leaf(leaf);
+                let frame = self.find_leaf(store, entry)?;
+                leaf.insert(LastLeaf {
+                    page,
+                    base: entry.page,
+                    frame,
+                    newest_change: None,
+                })
+            }
+        };
+        if last.base != entry.page {
+            return Err(disagrees(
+                entry.page,
+                "remap page",
+                "the LBN's leaf",
+                last.base.0,
+            ));
+        }
+        let frame = self.cache.frame_mut(last.frame);
+        let slot = usize::from(entry.slot);
+        if frame.page.entries.get(slot) != entry.new {
+            frame.page.entries.set(slot, entry.new);
+            if frame.dirty.is_none() {
+                // Dirty at once, so nothing can evict it before `leave_leaf`.
+                self.cache.mark_dirty(last.frame, point);
+            } else {
+                last.newest_change = Some(point);
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks from the root to the leaf of `entry.lbn`, which must be `entry.page`, and
+    /// returns its cache slot.
+    fn find_leaf(
+        &mut self,
+        store: &dyn Storage,
+        entry: &RecoveryJournalEntry,
+    ) -> Result<usize, VolumeError> {
         let (addr, mut base) = self.root_of(entry.lbn)?;
         for level in (LEAF_LEVEL + 1..TREE_HEIGHT).rev() {
             let frame = self.load(store, base, level)?;
@@ -200,18 +281,46 @@ impl BlockMap {
             ));
         }
         assert_eq!(entry.slot, addr.slots[0], "check_entry checked the slot");
-        let leaf = self.load(store, base, LEAF_LEVEL)?;
-        let entries = &mut self.cache.frame_mut(leaf).page.entries;
-        if entries.get(usize::from(entry.slot)) != entry.new {
-            entries.set(usize::from(entry.slot), entry.new);
-            self.cache.mark_dirty(leaf, point);
-        }
-        Ok(())
+        self.load(store, base, LEAF_LEVEL)
     }
+
+    /// Done with the leaf of a run of remaps, if any: records its newest change.
+    fn leave_leaf(&mut self, leaf: &mut Option<LastLeaf>) {
+        if let Some(LastLeaf {
+            frame,
+            newest_change: Some(point),
+            ..
+        }) = leaf.take()
+        {
+            self.cache.mark_dirty(frame, point);
+        }
+    }
+}
+
+/// The leaf of the last remap replayed, kept so the next remap into the same leaf skips
+/// the walk. Reusing it gives what a walk would: a path never changes during replay (an
+/// allocation only fills an unmapped slot, and a slot naming another child is `Corrupt`), and
+/// the leaf cannot leave the cache while the run lasts, because only the walk of another
+/// entry loads pages (and leaves the run first), and a changed leaf is dirty.
+///
+/// Marking a page dirty costs two ordered-set updates, so a run marks its leaf at its first
+/// change and once more, with its newest change, when it ends: the same dirty state (oldest
+/// and newest point) as marking it at every change.
+#[derive(Debug)]
+struct LastLeaf {
+    /// The leaf's page number: `lbn / 812`.
+    page: u64,
+    /// Its twin base, `entry.page` of the run's first entry.
+    base: Pbn,
+    /// Its cache slot.
+    frame: usize,
+    /// The newest change not yet marked.
+    newest_change: Option<JournalPoint>,
 }
 
 /// The checks that keep a malformed entry from panicking a walk (the journal decoder makes
 /// the same ones; replay takes any entry).
+#[inline]
 fn check_entry(entry: &RecoveryJournalEntry) -> Result<(), VolumeError> {
     let at = entry.page;
     if usize::from(entry.slot) >= ENTRIES_PER_PAGE {

@@ -550,6 +550,7 @@ impl SlabDepot {
 }
 
 /// The slab and slab block of `pbn`, as indexes.
+#[inline]
 fn locate(layout: &Layout, pbn: Pbn) -> Result<(usize, u32), (Option<Pbn>, String)> {
     match layout.slab_of(pbn) {
         Some((slab, block)) => Ok((slab.0 as usize, block.0)),
@@ -558,6 +559,9 @@ fn locate(layout: &Layout, pbn: Pbn) -> Result<(usize, u32), (Option<Pbn>, Strin
 }
 
 /// The count changes an entry makes, increments before decrements.
+// Always inline: recovery calls it for every replayed entry, and its result read back
+// through memory cost a third of that pass.
+#[inline(always)]
 fn changes_of(
     layout: &Layout,
     entry: &RecoveryJournalEntry,

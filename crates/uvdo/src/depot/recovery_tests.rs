@@ -399,7 +399,7 @@ fn the_crash_harness_notices_a_wrong_model() {
     let p = sim.depot.allocate_data().unwrap();
     let entry = sim.entry(Mapping::Data(p), Mapping::Unmapped);
     sim.commit(vec![entry]);
-    let depot = SlabDepot::open_dirty(&sim.store, sim.layout, NONCE, &[]).unwrap();
+    let depot = SlabDepot::open_dirty(&sim.store, sim.layout, NONCE, &Vec::new()).unwrap();
     assert_ne!(counts_of(&depot), model(&sim.layout, &sim.events));
     let replay = replay_of(&sim.events);
     let depot = SlabDepot::open_dirty(&sim.store, sim.layout, NONCE, &replay).unwrap();

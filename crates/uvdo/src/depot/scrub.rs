@@ -62,15 +62,9 @@ use super::slab::{DirtyMark, Slab, Unrecovered, data_blocks, journal_region};
 use super::slab_journal::{FIRST_SEQUENCE, SlabJournal};
 use super::summary::Summary;
 use super::twin::{TwinWriter, read_pair};
-use super::{SlabDepot, changes_of};
+use super::{Change, SlabDepot, changes_of};
 use crate::error::VolumeError;
-
-/// The changes one replayed recovery journal entry makes in one slab, in `record` order.
-#[derive(Clone, Debug)]
-struct Replayed {
-    point: JournalPoint,
-    changes: Vec<SlabJournalEntry>,
-}
+use crate::journal::entries::ReplayEntries;
 
 /// A slab's reference count blocks as read for scrubbing.
 struct DiskCounts {
@@ -139,7 +133,7 @@ impl SlabDepot {
         store: &dyn Storage,
         layout: Layout,
         nonce: Nonce,
-        replay: &[(JournalPoint, RecoveryJournalEntry)],
+        replay: &(impl ReplayEntries + ?Sized),
     ) -> Result<Self, VolumeError> {
         let mut depot = Self::open_recovering(store, layout, nonce, replay)?;
         depot.scrub_all(store)?;
@@ -163,26 +157,42 @@ impl SlabDepot {
         store: &dyn Storage,
         layout: Layout,
         nonce: Nonce,
-        replay: &[(JournalPoint, RecoveryJournalEntry)],
+        replay: &(impl ReplayEntries + ?Sized),
     ) -> Result<Self, VolumeError> {
         let (summary, entries) = Summary::read(store, &layout, nonce)?;
-        let touched = replayed_by_slab(&layout, replay)?;
-        let mut slabs = Vec::with_capacity(entries.len());
-        for ((i, entry), replayed) in (0_u32..).zip(&entries).zip(&touched) {
-            let number = SlabNumber(i);
-            if entry.clean && replayed.is_empty() {
-                let at = summary.newest_pbn(&layout, number);
-                match Slab::open(store, &layout, nonce, number, entry, at) {
-                    Ok(slab) => {
-                        slabs.push(slab);
-                        continue;
-                    }
-                    // Counts newer than a clean entry: a lost summary write; scrub it.
-                    Err(VolumeError::NeedsRecovery { .. }) => {}
-                    Err(e) => return Err(e),
+        let touched = touched_slabs(&layout, replay)?;
+        // Every slab's reads first, in order, up to the first that fails; then the replayed
+        // changes the chains lack, in one pass; then each slab's checks, in order: the first
+        // error is the one a slab-by-slab open would meet first.
+        let mut opened = Vec::with_capacity(entries.len());
+        let mut failed = None;
+        for ((i, entry), &touched) in (0_u32..).zip(&entries).zip(&touched) {
+            match open_or_read(
+                store,
+                &layout,
+                &summary,
+                nonce,
+                SlabNumber(i),
+                entry,
+                touched,
+            ) {
+                Ok(opening) => opened.push(opening),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
                 }
             }
-            slabs.push(prepare(store, &layout, nonce, number, entry, replayed)?);
+        }
+        let mut pending = replayed_after_chains(&layout, replay, &opened)?;
+        let mut slabs = Vec::with_capacity(entries.len());
+        for ((opening, entry), pending) in opened.into_iter().zip(&entries).zip(&mut pending) {
+            slabs.push(match opening {
+                Opening::Clean(slab) => slab,
+                Opening::Dirty(read) => prepare(&layout, entry, read, pending)?,
+            });
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         Ok(Self {
             layout,
@@ -190,7 +200,7 @@ impl SlabDepot {
             allocator: Allocator::new(&slabs),
             slabs,
             summary,
-            last_point: replay.last().map(|(point, _)| *point),
+            last_point: replay.last_point(),
             slab_journal_entries: 0,
             slab_journal_blocks_written: 0,
             ref_count_blocks_written: 0,
@@ -370,59 +380,132 @@ pub(crate) fn read_for_scrub(
     Ok(out)
 }
 
-/// Splits `replay` into each slab's changes, checking order and validity.
-fn replayed_by_slab(
+/// Which slabs `replay` changes, checking the order and validity of every entry.
+fn touched_slabs(
     layout: &Layout,
-    replay: &[(JournalPoint, RecoveryJournalEntry)],
-) -> Result<Vec<Vec<Replayed>>, VolumeError> {
-    let mut out = vec![Vec::new(); layout.slab_count() as usize];
+    replay: &(impl ReplayEntries + ?Sized),
+) -> Result<Vec<bool>, VolumeError> {
+    let mut touched = vec![false; layout.slab_count() as usize];
     let mut last: Option<JournalPoint> = None;
-    for (point, entry) in replay {
+    replay.try_for_each_from(JournalPoint::default(), |point, entry| {
         let valid = point.sequence.0 >= 1 && point.entry < recovery_journal::ENTRIES_PER_BLOCK_U16;
-        if !valid || last.is_some_and(|l| *point <= l) {
+        if !valid || last.is_some_and(|l| point <= l) {
             let what = format!("replayed entry at {point}: not a valid point after the last");
             return Err(VolumeError::invariant(Some(entry.lbn), None, what));
         }
-        last = Some(*point);
-        let changes = changes_of(layout, entry).map_err(|(pbn, what)| {
-            VolumeError::invariant(Some(entry.lbn), pbn, format!("replayed at {point}: {what}"))
-        })?;
-        for change in changes.iter().flatten() {
-            let slab: &mut Vec<Replayed> = &mut out[change.slab];
-            if slab.last().is_none_or(|r| r.point != *point) {
-                slab.push(Replayed {
-                    point: *point,
-                    changes: Vec::new(),
-                });
-            }
-            slab.last_mut()
-                .expect("pushed")
-                .changes
-                .push(SlabJournalEntry {
-                    block: SlabBlockNumber(change.block),
-                    operation: change.operation,
-                });
+        last = Some(point);
+        for change in replayed_changes(layout, point, &entry)?.iter().flatten() {
+            touched[change.slab] = true;
         }
-    }
+        Ok(())
+    })?;
+    Ok(touched)
+}
+
+/// The count changes of the replayed entry at `point`.
+#[inline]
+fn replayed_changes(
+    layout: &Layout,
+    point: JournalPoint,
+    entry: &RecoveryJournalEntry,
+) -> Result<[Option<Change>; 2], VolumeError> {
+    changes_of(layout, entry).map_err(|(pbn, what)| {
+        VolumeError::invariant(Some(entry.lbn), pbn, format!("replayed at {point}: {what}"))
+    })
+}
+
+/// Per slab, the changes of `replay` from the recovery point of the last block of its
+/// durable chain on (those before it are in the chain), in `record` order with their points;
+/// nothing for a slab opened clean. Replay is read from the earliest such point only: after a
+/// crash with the slab journals nearly complete, that is a short tail of the journal.
+fn replayed_after_chains(
+    layout: &Layout,
+    replay: &(impl ReplayEntries + ?Sized),
+    opened: &[Opening],
+) -> Result<Vec<Vec<(JournalPoint, SlabJournalEntry)>>, VolumeError> {
+    let from: Vec<Option<JournalPoint>> = opened
+        .iter()
+        .map(|opening| match opening {
+            Opening::Clean(_) => None,
+            Opening::Dirty(read) => Some(read.chain_end()),
+        })
+        .collect();
+    let mut out = vec![Vec::new(); opened.len()];
+    let Some(&start) = from.iter().flatten().min() else {
+        return Ok(out);
+    };
+    replay.try_for_each_from(start, |point, entry| {
+        for change in replayed_changes(layout, point, &entry)?.iter().flatten() {
+            let wanted = from.get(change.slab).copied().flatten();
+            if wanted.is_some_and(|from| point >= from) {
+                out[change.slab].push((
+                    point,
+                    SlabJournalEntry {
+                        block: SlabBlockNumber(change.block),
+                        operation: change.operation,
+                    },
+                ));
+            }
+        }
+        Ok::<_, VolumeError>(())
+    })?;
     Ok(out)
 }
 
-/// The offline part of scrubbing one slab (see the module doc): reads its counts and its
-/// journal's durable chain, re-appends the replayed entries missing from the chain, and
-/// returns it unrecovered, holding its counts as read (an estimate) until `finish_scrub`.
-fn prepare(
+/// A slab as the first step of `open_recovering` leaves it.
+enum Opening {
+    /// Clean in the summary, untouched by replay, and opened as `open` opens it.
+    Clean(Slab),
+    /// To recover: what `prepare` needs.
+    Dirty(ReadSlab),
+}
+
+/// What the offline part of scrubbing reads of one slab.
+struct ReadSlab {
+    number: SlabNumber,
+    disk: DiskCounts,
+    /// The first chain block with an entry the counts lack, if any.
+    head: Option<SequenceNumber>,
+    /// The newest of the counts' commit points and the chain's entries.
+    commit_point: JournalPoint,
+    /// The chain's tail and last block (see [`Chain`]).
+    tail: SequenceNumber,
+    last: Option<SlabJournalBlock>,
+}
+
+impl ReadSlab {
+    /// Replayed changes before this point are in the durable chain.
+    fn chain_end(&self) -> JournalPoint {
+        self.last
+            .as_ref()
+            .map_or_else(JournalPoint::default, |block| block.recovery_point)
+    }
+}
+
+/// Opens slab `number` as `open` does when the summary calls it clean and replay does not
+/// touch it (and its counts agree), else reads its counts and chain for `prepare`.
+fn open_or_read(
     store: &dyn Storage,
     layout: &Layout,
+    summary: &Summary,
     nonce: Nonce,
     number: SlabNumber,
     entry: &SummaryEntry,
-    replayed: &[Replayed],
-) -> Result<Slab, VolumeError> {
+    touched: bool,
+) -> Result<Opening, VolumeError> {
+    if entry.clean && !touched {
+        let at = summary.newest_pbn(layout, number);
+        match Slab::open(store, layout, nonce, number, entry, at) {
+            Ok(slab) => return Ok(Opening::Clean(slab)),
+            // Counts newer than a clean entry: a lost summary write; scrub it.
+            Err(VolumeError::NeedsRecovery { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
     let disk = read_counts(store, layout, nonce, number, entry.ref_counts_written)?;
     let region = journal_region(layout, number);
-    let newest_commit = disk.newest_commit();
-    let chain = find_chain(store, nonce, &region, newest_commit.sequence)?;
-    let mut commit_point = newest_commit;
+    let chain = find_chain(store, nonce, &region, disk.newest_commit().sequence)?;
+    let mut commit_point = disk.newest_commit();
     // The head is the first chain block with an entry the counts lack: the chain survives
     // until the rebuilt counts are durable.
     let mut head = None;
@@ -438,26 +521,57 @@ fn prepare(
             commit_point = commit_point.max(point);
         }
     }
-    let pending = pending_changes(number, replayed, chain.last.as_ref())?;
-    let head = head.unwrap_or(chain.tail);
+    Ok(Opening::Dirty(ReadSlab {
+        number,
+        disk,
+        head,
+        commit_point,
+        tail: chain.tail,
+        last: chain.last,
+    }))
+}
+
+/// The offline part of scrubbing one slab (see the module doc), after `open_or_read`:
+/// re-appends `replayed`, the changes from its chain's end on, less those in the chain, and
+/// returns it unrecovered, holding its counts as read (an estimate) until `finish_scrub`.
+/// `replayed` is taken.
+fn prepare(
+    layout: &Layout,
+    entry: &SummaryEntry,
+    read: ReadSlab,
+    replayed: &mut Vec<(JournalPoint, SlabJournalEntry)>,
+) -> Result<Slab, VolumeError> {
+    let ReadSlab {
+        number,
+        disk,
+        head,
+        mut commit_point,
+        tail,
+        last,
+    } = read;
+    let region = journal_region(layout, number);
+    let newest_commit = disk.newest_commit();
+    let pending = pending_changes(number, replayed, last.as_ref())?;
+    let head = head.unwrap_or(tail);
     let new_blocks = pending.len().div_ceil(ENTRIES_PER_BLOCK) as u64;
-    if chain.tail.0 - head.0 + new_blocks > region.blocks {
+    if tail.0 - head.0 + new_blocks > region.blocks {
         let what = format!(
             "scrubbing slab {number}: {} entries to re-append after sequence {} do not fit \
              a journal of {} blocks with head {head}",
             pending.len(),
-            chain.tail,
+            tail,
             region.blocks
         );
         return Err(VolumeError::invariant(None, None, what));
     }
-    let mut journal = SlabJournal::recovered(region, head, chain.tail);
+    let mut journal = SlabJournal::recovered(region, head, tail);
     let mut appended = Vec::with_capacity(pending.len());
-    for (point, change) in pending {
+    for &(point, change) in pending {
         let at = journal.append(change, point);
         appended.push((at, change));
         commit_point = commit_point.max(at);
     }
+    std::mem::take(replayed);
     if newest_commit.sequence.0 >= journal.tail() {
         let found = newest_commit.sequence.0;
         let expected = "a commit point within the slab journal and the replayed entries";
@@ -468,7 +582,7 @@ fn prepare(
         writers: disk.writers.clone(),
         on_disk: disk.on_disk,
         from: head,
-        to: chain.tail,
+        to: tail,
         covered: newest_commit.sequence,
         appended,
     };
@@ -483,36 +597,44 @@ fn prepare(
     Ok(slab)
 }
 
-/// The changes of `replayed` not in the durable chain ending with `last`, with their
-/// recovery journal points.
-fn pending_changes(
+/// The changes of `replayed` (from the recovery point of `last` on) not in the durable chain
+/// ending with `last`.
+fn pending_changes<'a>(
     slab: SlabNumber,
-    replayed: &[Replayed],
+    replayed: &'a [(JournalPoint, SlabJournalEntry)],
     last: Option<&SlabJournalBlock>,
-) -> Result<Vec<(JournalPoint, SlabJournalEntry)>, VolumeError> {
-    let mut out = Vec::new();
-    for r in replayed {
-        let skip = match last {
-            Some(block) if r.point < block.recovery_point => continue,
-            Some(block) if r.point == block.recovery_point => {
-                // The block ends with one of this entry's changes; those up to it are durable.
-                let end = block.entries.last().copied();
-                let at = r.changes.iter().position(|c| Some(*c) == end);
-                let Some(at) = at else {
-                    let what = format!(
-                        "slab {slab} journal block {} ends with a change the recovery journal \
-                         entry at its recovery point {} does not make",
-                        block.sequence, r.point
-                    );
-                    return Err(VolumeError::invariant(None, None, what));
-                };
-                at + 1
-            }
-            _ => 0,
-        };
-        out.extend(r.changes[skip..].iter().map(|&c| (r.point, c)));
+) -> Result<&'a [(JournalPoint, SlabJournalEntry)], VolumeError> {
+    let Some(block) = last else {
+        return Ok(replayed);
+    };
+    assert!(
+        replayed
+            .first()
+            .is_none_or(|(p, _)| *p >= block.recovery_point),
+        "slab {slab}: replayed changes from before the chain's end"
+    );
+    // The block ends with one of the changes of the entry at its recovery point; those up to
+    // it are durable.
+    let at_point = replayed
+        .iter()
+        .take_while(|(p, _)| *p == block.recovery_point)
+        .count();
+    if at_point == 0 {
+        return Ok(replayed);
     }
-    Ok(out)
+    let end = block.entries.last().copied();
+    let Some(at) = replayed[..at_point]
+        .iter()
+        .position(|(_, c)| Some(*c) == end)
+    else {
+        let what = format!(
+            "slab {slab} journal block {} ends with a change the recovery journal entry at its \
+             recovery point {} does not make",
+            block.sequence, block.recovery_point
+        );
+        return Err(VolumeError::invariant(None, None, what));
+    };
+    Ok(&replayed[at + 1..])
 }
 
 /// Reads every slab journal block that decodes at its position, and finds the durable chain.

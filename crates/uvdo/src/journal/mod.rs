@@ -28,6 +28,7 @@
 //! Invariants: `head <= next_unwritten <= active`; every sealed or active block has a sequence
 //! below `head + region.blocks`; `durable` never passes what was committed.
 
+pub(crate) mod entries;
 pub(crate) mod scan;
 
 use std::collections::VecDeque;

@@ -21,6 +21,10 @@
 //! What each block means is decided by one table, [`DECISIONS`] (STYLE.md rule 10), from
 //! the facts a decode establishes; a test enumerates every combination of facts and checks
 //! that exactly one row matches it.
+//!
+//! The region is read in chunks of [`SCAN_CHUNK_BLOCKS`], a long one in two halves by two
+//! threads; each block's entries are packed as soon as it decodes ([`JournalEntries`]), so a
+//! full region costs 24 bytes per entry, not the decoded blocks' 56.
 
 use uvdo_format::header::Expected;
 use uvdo_format::recovery_journal::{
@@ -34,6 +38,7 @@ use uvdo_format::{
 const NONCE_OFFSET: usize = 8;
 use uvdo_io::Storage;
 
+use super::entries::{EntryBlock, JournalEntries, ReplayEntries};
 use crate::error::VolumeError;
 use crate::hash::Namer;
 use crate::journal::{counter_changes, maps_to_data};
@@ -198,6 +203,10 @@ pub(crate) fn decide(facts: BlockFacts) -> (Verdict, &'static str) {
 /// Blocks read per store request while scanning.
 const SCAN_CHUNK_BLOCKS: u64 = 256;
 
+/// Regions at least this long are read and decoded by two threads; below it, a thread costs
+/// more than it saves.
+const PARALLEL_SCAN_BLOCKS_MIN: u64 = 4 * SCAN_CHUNK_BLOCKS;
+
 /// What a scan found.
 #[derive(Debug)]
 pub(crate) struct ScannedJournal {
@@ -205,8 +214,8 @@ pub(crate) struct ScannedJournal {
     pub(crate) head: SequenceNumber,
     /// The sequence after the last replayable block: where the journal continues.
     pub(crate) end: SequenceNumber,
-    /// The entries to replay, in journal order.
-    pub(crate) entries: Vec<(JournalPoint, RecoveryJournalEntry)>,
+    /// The entries to replay, in journal order: the blocks `head..end` as decoded.
+    pub(crate) entries: JournalEntries,
     /// Counters as of the last replayable block, if any block was found.
     pub(crate) logical_blocks_used: Option<u64>,
     pub(crate) block_map_data_blocks: Option<u64>,
@@ -220,8 +229,6 @@ pub(crate) struct ScannedJournal {
 struct Checked {
     sequence: SequenceNumber,
     check: u64,
-    /// Where its entries start in the scan's entries.
-    first_entry: usize,
     counters_before: (u64, u64),
 }
 
@@ -253,18 +260,19 @@ pub(crate) fn scan(
     let in_session = |b: &RecoveryJournalBlock| b.epoch == epoch && b.sequence >= session_start;
     let stale_blocks = blocks
         .iter()
-        .filter(|b| matches!(b, Ok(block) if !in_session(block)))
+        .filter(|b| matches!(b, Ok(block) if !in_session(&block.header)))
         .count() as u64;
     let newest = blocks
         .iter()
         .filter_map(|b| b.as_ref().ok())
+        .map(|b| &b.header)
         .filter(|b| in_session(b))
         .max_by_key(|b| b.sequence);
     let Some(newest) = newest else {
         return Ok(ScannedJournal {
             head: session_start,
             end: session_start,
-            entries: Vec::new(),
+            entries: JournalEntries::default(),
             logical_blocks_used: None,
             block_map_data_blocks: None,
             stale_blocks,
@@ -276,7 +284,7 @@ pub(crate) fn scan(
         .min(newest.slab_journal_head)
         .max(session_start);
     let newest_sequence = newest.sequence;
-    let mut entries = Vec::new();
+    let mut entries = JournalEntries::default();
     let mut counters = None;
     let mut checked = Vec::new();
     let mut durable_through = SequenceNumber(0);
@@ -296,27 +304,18 @@ pub(crate) fn scan(
                 ));
             }
         }
-        let block = std::mem::replace(raw, Err(None)).expect("an applied block decoded");
-        durable_through = durable_through.max(block.durable_through.unwrap_or_default());
-        if let Some(check) = block.data_check {
+        let block = raw.as_mut().expect("an applied block decoded");
+        let header = &block.header;
+        durable_through = durable_through.max(header.durable_through.unwrap_or_default());
+        if let Some(check) = header.data_check {
             checked.push(Checked {
                 sequence,
                 check,
-                first_entry: entries.len(),
-                counters_before: counters_before(&block),
+                counters_before: block.counters_before,
             });
         }
-        for (index, entry) in block.entries.iter().enumerate() {
-            let entry_index = u16::try_from(index).expect("below 167");
-            entries.push((
-                JournalPoint {
-                    sequence,
-                    entry: entry_index,
-                },
-                *entry,
-            ));
-        }
-        counters = Some((block.logical_blocks_used.0, block.block_map_data_blocks.0));
+        counters = Some((header.logical_blocks_used.0, header.block_map_data_blocks.0));
+        entries.push(block.entries.take().expect("each block is applied once"));
         sequence = sequence.next();
     }
     if sequence == head && head < newest_sequence {
@@ -331,14 +330,17 @@ pub(crate) fn scan(
     let mut end = sequence;
     let mut unlanded_blocks = 0;
     for block in checked.iter().filter(|c| c.sequence > durable_through) {
-        let last_entry = entries[block.first_entry..]
-            .iter()
-            .position(|(point, _)| point.sequence != block.sequence)
-            .map_or(entries.len(), |n| block.first_entry + n);
-        if data_check_of(store, namer, &entries[block.first_entry..last_entry])? != block.check {
+        let first = JournalPoint {
+            sequence: block.sequence,
+            entry: 0,
+        };
+        let own = entries
+            .entries_from(first)
+            .take_while(|(point, _)| point.sequence == block.sequence);
+        if data_check_of(store, namer, own)? != block.check {
             unlanded_blocks = end.0 - block.sequence.0;
             end = block.sequence;
-            entries.truncate(block.first_entry);
+            entries.truncate(first);
             counters = Some(block.counters_before);
             break;
         }
@@ -358,11 +360,11 @@ pub(crate) fn scan(
 fn data_check_of(
     store: &dyn Storage,
     namer: &Namer,
-    entries: &[(JournalPoint, RecoveryJournalEntry)],
+    entries: impl Iterator<Item = (JournalPoint, RecoveryJournalEntry)>,
 ) -> Result<u64, VolumeError> {
     let mut data: Block = [0; BLOCK_SIZE];
     let mut check = 0;
-    for (_, entry) in entries.iter().filter(|(_, e)| maps_to_data(e)) {
+    for (_, entry) in entries.filter(|(_, e)| maps_to_data(e)) {
         let pbn = entry.new.pbn().expect("maps to data");
         store.read_at(pbn.byte_offset(), &mut data)?;
         check = fold_data_check(check, namer.check_name(&data));
@@ -370,8 +372,37 @@ fn data_check_of(
     Ok(check)
 }
 
-/// A block as read: decoded, or why not (`None` once taken by the scan).
-type ReadBlock = Result<RecoveryJournalBlock, Option<(FormatError, u64)>>;
+/// A block as read: decoded, or why not.
+type ReadBlock = Result<DecodedBlock, (FormatError, u64)>;
+
+/// A block that decoded, its entries packed as soon as it is: a region never holds every
+/// entry decoded (they take 56 bytes each, packed 24).
+#[derive(Debug)]
+struct DecodedBlock {
+    /// The decoded block, without its entries.
+    header: RecoveryJournalBlock,
+    /// Its entries, until the scan takes them.
+    entries: Option<EntryBlock>,
+    /// With a data check: the counters as of the block before it (`counters_before`).
+    counters_before: (u64, u64),
+}
+
+impl DecodedBlock {
+    fn new(mut header: RecoveryJournalBlock) -> Self {
+        let entries = EntryBlock::pack(header.sequence, &header.entries);
+        let counters_before = if header.data_check.is_some() {
+            counters_before(&header)
+        } else {
+            (0, 0)
+        };
+        header.entries = Vec::new();
+        Self {
+            header,
+            entries: Some(entries),
+            counters_before,
+        }
+    }
+}
 
 /// The facts the decision table needs about the block read where `expected` belongs.
 fn facts_of(read: &ReadBlock, nonce: Nonce, epoch: Epoch, expected: SequenceNumber) -> BlockFacts {
@@ -383,7 +414,7 @@ fn facts_of(read: &ReadBlock, nonce: Nonce, epoch: Epoch, expected: SequenceNumb
         sequence: SequenceFact::Below,
     };
     match read {
-        Ok(block) => BlockFacts {
+        Ok(DecodedBlock { header: block, .. }) => BlockFacts {
             checksum_ok: true,
             nonce_ok: true,
             location_ok: true,
@@ -394,8 +425,7 @@ fn facts_of(read: &ReadBlock, nonce: Nonce, epoch: Epoch, expected: SequenceNumb
                 std::cmp::Ordering::Greater => SequenceFact::Above,
             },
         },
-        Err(None) => unreadable,
-        Err(Some((error, raw_nonce))) => match error.problem {
+        Err((error, raw_nonce)) => match error.problem {
             Problem::Unwritten
             | Problem::Checksum { .. }
             | Problem::BadMagic { .. }
@@ -419,24 +449,54 @@ fn facts_of(read: &ReadBlock, nonce: Nonce, epoch: Epoch, expected: SequenceNumb
 }
 
 /// Every block of the region, decoded or with the reason it did not decode (and the nonce its
-/// header carries, to tell a foreign block from a misdirected one of this volume).
+/// header carries, to tell a foreign block from a misdirected one of this volume). A large
+/// region is read and decoded in two halves at once, one on another thread.
 fn read_blocks(
     store: &dyn Storage,
     region: JournalRegion,
     nonce: Nonce,
 ) -> Result<Vec<ReadBlock>, VolumeError> {
-    let mut found = Vec::with_capacity(usize::try_from(region.blocks).expect("fits memory"));
+    if region.blocks < PARALLEL_SCAN_BLOCKS_MIN {
+        return read_range(store, region, nonce, 0..region.blocks);
+    }
+    let half = region.blocks / 2;
+    let (low, high) = std::thread::scope(|scope| {
+        let high = scope.spawn(|| read_range(store, region, nonce, half..region.blocks));
+        let low = read_range(store, region, nonce, 0..half);
+        let high = high
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (low, high)
+    });
+    let mut found = low?;
+    found.extend(high?);
+    Ok(found)
+}
+
+/// The blocks at `positions` of the region, as `read_blocks` returns them.
+fn read_range(
+    store: &dyn Storage,
+    region: JournalRegion,
+    nonce: Nonce,
+    positions: std::ops::Range<u64>,
+) -> Result<Vec<ReadBlock>, VolumeError> {
+    let blocks = positions.end - positions.start;
+    let mut found = Vec::with_capacity(usize::try_from(blocks).expect("fits memory"));
     let mut buffer = vec![0_u8; usize::try_from(SCAN_CHUNK_BLOCKS).expect("small") * BLOCK_SIZE];
-    let mut position = 0;
-    while position < region.blocks {
-        let count = SCAN_CHUNK_BLOCKS.min(region.blocks - position);
+    let mut position = positions.start;
+    while position < positions.end {
+        let count = SCAN_CHUNK_BLOCKS.min(positions.end - position);
         let bytes = &mut buffer[..usize::try_from(count).expect("small") * BLOCK_SIZE];
         store.read_at(region.start.offset(position).byte_offset(), bytes)?;
         for (i, chunk) in bytes.chunks_exact(BLOCK_SIZE).enumerate() {
             let pbn = region.start.offset(position + i as u64);
             let block: &Block = chunk.try_into().expect("a whole block");
             let decoded = RecoveryJournalBlock::decode(block, Expected::new(nonce, pbn), region);
-            found.push(decoded.map_err(|e| Some((e, le::get_u64(block, NONCE_OFFSET)))));
+            found.push(
+                decoded
+                    .map(DecodedBlock::new)
+                    .map_err(|e| (e, le::get_u64(block, NONCE_OFFSET))),
+            );
         }
         position += count;
     }
@@ -446,8 +506,10 @@ fn read_blocks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::entries::ReplayEntries;
     use crate::journal::{RecoveryJournal, remap_entry};
-    use uvdo_format::{Lbn, Mapping, Pbn};
+    use uvdo_format::recovery_journal::RecoveryJournalEntry;
+    use uvdo_format::{JournalPoint, Lbn, Mapping, Pbn};
     use uvdo_io::memory::MemoryStore;
 
     const NONCE: Nonce = Nonce(0xabc);
@@ -605,7 +667,7 @@ mod tests {
         let scanned = scan(&store, REGION, NONCE, Epoch(1), SequenceNumber(5)).unwrap();
         assert_eq!(scanned.head, SequenceNumber(5));
         assert_eq!(scanned.end, SequenceNumber(8));
-        let lbns: Vec<u64> = scanned.entries.iter().map(|(_, e)| e.lbn.0).collect();
+        let lbns: Vec<u64> = scanned.entries.entries().map(|(_, e)| e.lbn.0).collect();
         assert_eq!(lbns, (0..210).collect::<Vec<_>>());
         assert_eq!(scanned.logical_blocks_used, Some(210));
     }
@@ -637,10 +699,10 @@ mod tests {
         let mut old = journal(1);
         write_batch(&store, &mut old, 0..5);
         let fresh = scan(&store, REGION, NONCE, Epoch(2), SequenceNumber(1)).unwrap();
-        assert!(fresh.entries.is_empty());
+        assert_eq!(fresh.entries.len(), 0);
         assert_eq!(fresh.stale_blocks, 1);
         let later = scan(&store, REGION, NONCE, Epoch(1), SequenceNumber(2)).unwrap();
-        assert!(later.entries.is_empty());
+        assert_eq!(later.entries.len(), 0);
         assert_eq!(later.end, SequenceNumber(2));
     }
 
@@ -658,7 +720,7 @@ mod tests {
         let scanned = scan(&store, REGION, NONCE, Epoch(1), SequenceNumber(1)).unwrap();
         assert_eq!(scanned.head, SequenceNumber(4));
         assert_eq!(scanned.end, SequenceNumber(10));
-        assert_eq!(scanned.entries.first().unwrap().1.lbn, Lbn(30));
+        assert_eq!(scanned.entries.entries().next().unwrap().1.lbn, Lbn(30));
         assert_eq!(scanned.entries.len(), 60);
     }
 
@@ -755,5 +817,73 @@ mod tests {
             .unwrap();
         let scanned = scan(&store, REGION, NONCE, Epoch(1), SequenceNumber(1)).unwrap();
         assert_eq!((scanned.end, scanned.entries.len()), (SequenceNumber(1), 0));
+    }
+
+    /// The entries of blocks `head..end` decoded one block at a time, as the scan did before
+    /// it packed them.
+    fn decoded_run(
+        store: &MemoryStore,
+        region: JournalRegion,
+        head: SequenceNumber,
+        end: SequenceNumber,
+    ) -> Vec<(JournalPoint, RecoveryJournalEntry)> {
+        let mut out = Vec::new();
+        let mut sequence = head;
+        while sequence < end {
+            let pbn = region.pbn_of(sequence);
+            let mut block = [0_u8; BLOCK_SIZE];
+            store.read_at(pbn.byte_offset(), &mut block).unwrap();
+            let expected = Expected::new(NONCE, pbn);
+            let decoded = RecoveryJournalBlock::decode_at(&block, expected, region, sequence);
+            for (entry, e) in (0_u16..).zip(decoded.unwrap().entries) {
+                out.push((JournalPoint { sequence, entry }, e));
+            }
+            sequence = sequence.next();
+        }
+        out
+    }
+
+    #[test]
+    fn a_long_wrapped_torn_journal_scans_in_two_halves_as_in_one() {
+        let region = JournalRegion {
+            start: Pbn(3),
+            blocks: 4 * SCAN_CHUNK_BLOCKS + 37,
+        };
+        assert!(region.blocks >= PARALLEL_SCAN_BLOCKS_MIN);
+        let store = MemoryStore::new((region.blocks + 8) * 4096);
+        let mut j = RecoveryJournal::new(
+            region,
+            NONCE,
+            Epoch(1),
+            SequenceNumber(1),
+            SequenceNumber(1),
+            0,
+            0,
+        );
+        // About 1.6 laps in batches of 40 blocks, the head following each batch.
+        let per_batch = 40 * 167;
+        for round in 0..43 {
+            write_batch(&store, &mut j, round * per_batch..(round + 1) * per_batch);
+            j.checkpoint_done();
+        }
+        write_batch(&store, &mut j, 43 * per_batch..43 * per_batch + 9000);
+        // Tear a block two from the end: the log ends before it.
+        let torn = SequenceNumber(j.tail().0 - 2);
+        let mut block = [0_u8; BLOCK_SIZE];
+        let at = region.pbn_of(torn).byte_offset();
+        store.read_at(at, &mut block).unwrap();
+        block[3000] ^= 0x40;
+        store.write_at(at, &block).unwrap();
+
+        let halves = read_blocks(&store, region, NONCE).unwrap();
+        let whole = read_range(&store, region, NONCE, 0..region.blocks).unwrap();
+        assert_eq!(format!("{halves:?}"), format!("{whole:?}"));
+        let scanned = scan(&store, region, NONCE, Epoch(1), SequenceNumber(1)).unwrap();
+        assert_eq!(scanned.end, torn);
+        assert_eq!(scanned.head, SequenceNumber(43 * 40 + 1));
+        let expected = decoded_run(&store, region, scanned.head, scanned.end);
+        assert!(expected.len() > 8000);
+        assert_eq!(scanned.entries.len(), expected.len());
+        assert!(scanned.entries.entries().eq(expected.iter().copied()));
     }
 }

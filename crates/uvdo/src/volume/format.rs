@@ -27,6 +27,7 @@ use crate::error::VolumeError;
 use crate::hash::Namer;
 use crate::int_hash::IntSet;
 use crate::journal::RecoveryJournal;
+use crate::journal::entries::JournalEntries;
 use crate::staging::Staging;
 
 /// What `format` laid out.
@@ -211,7 +212,8 @@ impl Volume {
             let depot = if super_block.mode == OperatingMode::Recovering {
                 // Closed cleanly while recovering: the slabs still dirty in the summary are
                 // unrecovered; their journals hold every change, so nothing is replayed.
-                let mut depot = SlabDepot::open_recovering(&*store, layout, nonce, &[])?;
+                let mut depot =
+                    SlabDepot::open_recovering(&*store, layout, nonce, &JournalEntries::default())?;
                 if options.recover_offline {
                     depot.scrub_all(&*store)?;
                 } else {

@@ -47,6 +47,7 @@ use crate::depot::SlabDepot;
 use crate::error::VolumeError;
 use crate::hash::Namer;
 use crate::int_hash::IntSet;
+use crate::journal::entries::{JournalEntries, ReplayEntries};
 use crate::journal::{RecoveryJournal, scan};
 use crate::staging::Staging;
 
@@ -315,14 +316,14 @@ fn load_read_only(
     let mut block_map = BlockMap::new(layout, nonce, cache_pages);
     let (depot, end, used, tree) = if super_block.state == VolumeState::Clean {
         // Closed cleanly while recovering: slabs still dirty are scrubbed from their journals.
-        let depot = SlabDepot::open_dirty(store, layout, nonce, &[])?;
+        let depot = SlabDepot::open_dirty(store, layout, nonce, &JournalEntries::default())?;
         let counts = (state.logical_blocks_used.0, state.block_map_data_blocks.0);
         (depot, state.tail, counts.0, counts.1)
     } else {
         let namer = Namer::new(geometry.hash_secret, false);
         let scanned = scan::scan(store, region, nonce, epoch, state.tail, &namer)?;
-        for (point, entry) in &scanned.entries {
-            match block_map.replay(store, *point, entry) {
+        for (point, entry) in scanned.entries.entries() {
+            match block_map.replay(store, point, &entry) {
                 Ok(()) | Err(VolumeError::Corrupt(_) | VolumeError::Invariant { .. }) => {}
                 Err(e) => return Err(e),
             }

@@ -46,6 +46,7 @@ use crate::block_map::rebuild::RebuildSink;
 use crate::depot::SlabDepot;
 use crate::error::VolumeError;
 use crate::hash::Namer;
+use crate::journal::entries::ReplayEntries;
 use crate::journal::scan;
 
 /// The reason recorded while a rebuild runs; it stays if the rebuild does not finish.
@@ -469,8 +470,8 @@ fn replay_journal(
         }
     };
     let total = scanned.entries.len() as u64;
-    for (done, (point, entry)) in (1_u64..).zip(&scanned.entries) {
-        match block_map.replay(store, *point, entry) {
+    for (done, (point, entry)) in (1_u64..).zip(scanned.entries.entries()) {
+        match block_map.replay(store, point, &entry) {
             Ok(()) => report.journal_entries_replayed += 1,
             Err(VolumeError::Io(e)) => return Err(e.into()),
             Err(_) => report.journal_entries_dropped += 1,

@@ -10,7 +10,8 @@
 //!    clean, or the replay touches, is unrecovered; its durable slab journal chain is found
 //!    and the replayed entries missing from it are re-appended; urgent slabs are scrubbed
 //!    (one under journal pressure, one with free blocks if no recovered slab has any), and
-//!    with `recover_offline` every slab;
+//!    with `recover_offline` every slab. Step 2 and step 3 up to the scrubs only read the
+//!    store and share nothing but the entries, so a long replay runs them at once (`replay`);
 //! 4. write, each step flushed before the next: summary dirty marks, slab journal tails, and
 //!    with `recover_offline` the reference counts; block map pages; with `recover_offline`
 //!    a clean summary;
@@ -29,7 +30,7 @@ use uvdo_format::geometry::Geometry;
 use uvdo_format::layout::Layout;
 use uvdo_format::recovery_journal::{Epoch, JournalRegion};
 use uvdo_format::super_block::SuperBlock;
-use uvdo_format::{Block, BlockCount, Pbn, SequenceNumber};
+use uvdo_format::{Block, BlockCount, Nonce, Pbn, SequenceNumber};
 use uvdo_io::Storage;
 
 use crate::block_map::BlockMap;
@@ -37,6 +38,7 @@ use crate::depot::SlabDepot;
 use crate::error::VolumeError;
 use crate::hash::Namer;
 use crate::journal::RecoveryJournal;
+use crate::journal::entries::JournalEntries;
 use crate::journal::scan;
 
 /// The recovered in-memory state, ready to serve.
@@ -90,11 +92,7 @@ pub(super) fn recover(
         &namer,
     )?;
 
-    let mut block_map = BlockMap::new(layout, nonce, cache_pages);
-    for (point, entry) in &scanned.entries {
-        block_map.replay(store, *point, entry)?;
-    }
-    let mut depot = SlabDepot::open_recovering(store, layout, nonce, &scanned.entries)?;
+    let (mut block_map, mut depot) = replay(store, layout, nonce, cache_pages, &scanned.entries)?;
     if offline {
         depot.scrub_all(store)?;
     } else {
@@ -156,6 +154,42 @@ pub(super) fn recover(
             unlanded_journal_blocks: scanned.unlanded_blocks,
         },
     })
+}
+
+/// Replays below this many entries run on the caller's thread only: a thread costs more than
+/// it saves.
+const PARALLEL_REPLAY_ENTRIES_MIN: usize = 4096;
+
+/// Steps 2 and 3. They share nothing but the entries: the block map reads tree pages, the
+/// depot its summary, reference counts and slab journals, and neither writes. So a long replay
+/// runs them at once, the depot's on another thread. A block map error comes first, as when
+/// the steps run one after the other.
+fn replay(
+    store: &dyn Storage,
+    layout: Layout,
+    nonce: Nonce,
+    cache_pages: usize,
+    entries: &JournalEntries,
+) -> Result<(BlockMap, SlabDepot), VolumeError> {
+    let replay_block_map = || {
+        let mut block_map = BlockMap::new(layout, nonce, cache_pages);
+        block_map.replay_entries(store, entries)?;
+        Ok::<_, VolumeError>(block_map)
+    };
+    let open_depot = || SlabDepot::open_recovering(store, layout, nonce, entries);
+    if entries.len() < PARALLEL_REPLAY_ENTRIES_MIN {
+        let block_map = replay_block_map()?;
+        return Ok((block_map, open_depot()?));
+    }
+    let (block_map, depot) = std::thread::scope(|scope| {
+        let depot = scope.spawn(open_depot);
+        let block_map = replay_block_map();
+        let depot = depot
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (block_map, depot)
+    });
+    Ok((block_map?, depot?))
 }
 
 /// Scrubs, before the volume comes online, the slabs it cannot do without (VDO scrubs its

@@ -125,13 +125,16 @@ fn crash(fx: &Fixture, journal: &mut Journal, fates: &[Fate]) {
     }
 }
 
-/// A fresh map that replays `window`.
+/// A fresh map that replays `window` as recovery does, in one call.
 fn recover(fx: &Fixture, cache_pages: usize, window: &[Logged]) -> BlockMap {
     let mut map = fx.open(cache_pages);
-    replay_all(fx, &mut map, window);
+    let entries: Vec<_> = window.iter().map(|l| (l.point, l.entry)).collect();
+    map.replay_entries(&fx.store, &entries)
+        .unwrap_or_else(|e| panic!("replaying {} entries: {e}", window.len()));
     map
 }
 
+/// Replays `window` one entry per call: no run of remaps reuses a leaf.
 fn replay_all(fx: &Fixture, map: &mut BlockMap, window: &[Logged]) {
     for logged in window {
         map.replay(&fx.store, logged.point, &logged.entry)
@@ -378,6 +381,63 @@ fn entries_that_disagree_with_the_tree_are_corrupt_not_panics() {
     }
     assert_eq!(recovered.dirty_pages(), 0, "everything was already on disk");
     assert_matches_model(&fx, &mut recovered, &journal.log, "after the refusals");
+}
+
+/// What replay left dirty, page by page: taking the pages in the order of their oldest
+/// points, the blocks `take_dirty` encodes and the oldest and newest points still dirty.
+fn dirty_state(map: &mut BlockMap, window: &[Logged]) -> Vec<DirtyStep> {
+    let mut steps = Vec::new();
+    for logged in window {
+        let points = (map.oldest_dirty_point(), map.newest_dirty_point());
+        steps.push((points.0, points.1, map.take_dirty(logged.point.sequence)));
+    }
+    steps
+}
+
+type DirtyStep = (
+    Option<JournalPoint>,
+    Option<JournalPoint>,
+    Vec<(Pbn, Block)>,
+);
+
+#[test]
+fn runs_of_remaps_into_one_leaf_replay_as_entries_one_by_one() {
+    let mut fx = Fixture::new(2, 48);
+    let mut journal = Journal::new();
+    let mut map = fx.open(8);
+    let e = ENTRIES_PER_PAGE_U64;
+    // Sequential LBNs across leaf boundaries, in both trees, then the same LBNs again with
+    // some mappings unchanged (a remap that changes nothing leaves its leaf clean).
+    let lbns: Vec<u64> = (e - 5..e + 9).chain(3 * e - 2..3 * e + 2).collect();
+    for (i, &lbn) in (1_u64..).zip(&lbns) {
+        put(&mut fx, &mut map, &mut journal, lbn, data(i));
+    }
+    fx.flush(&mut map);
+    let head = journal.log.len();
+    for (i, &lbn) in (1_u64..).zip(&lbns) {
+        let mapping = if i % 3 == 0 { data(i) } else { data(i + 500) };
+        put(&mut fx, &mut map, &mut journal, lbn, mapping);
+    }
+    put(&mut fx, &mut map, &mut journal, e * e * 5, data(900));
+    put(&mut fx, &mut map, &mut journal, e - 4, Mapping::Unmapped);
+    // A last run into a leaf already dirty: its newest point is the window's.
+    for lbn in e + 1..e + 5 {
+        put(&mut fx, &mut map, &mut journal, lbn, data(lbn + 700));
+    }
+    let window = &journal.log[head..];
+    let mut one_by_one = fx.open(4);
+    replay_all(&fx, &mut one_by_one, window);
+    let mut runs = recover(&fx, 4, window);
+    let last = window.last().map(|l| l.point);
+    assert_eq!(
+        runs.newest_dirty_point(),
+        last,
+        "the last entry changed a page"
+    );
+    assert_eq!(
+        dirty_state(&mut runs, window),
+        dirty_state(&mut one_by_one, window)
+    );
 }
 
 #[derive(Clone, Debug)]
