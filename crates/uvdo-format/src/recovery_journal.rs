@@ -485,7 +485,7 @@ impl RecoveryJournalBlock {
             .check_sequence(expected.pbn, header.sequence, wanted)
             .map_err(fail)?;
         Self::decode_payload(block, header.sequence)
-            .and_then(|decoded| decoded.check(region).map(|()| decoded))
+            .and_then(|decoded| decoded.check_fields(region).map(|()| decoded))
             .map_err(fail)
     }
 
@@ -546,6 +546,14 @@ impl RecoveryJournalBlock {
 
     /// The rules both encode and decode enforce, so the two stay paired.
     fn check(&self, region: JournalRegion) -> Result<(), Problem> {
+        self.check_fields(region)?;
+        self.entries
+            .iter()
+            .try_for_each(RecoveryJournalEntry::check)
+    }
+
+    /// [`Self::check`] but for the entries, which decode checks one by one as it reads them.
+    fn check_fields(&self, region: JournalRegion) -> Result<(), Problem> {
         if self.sequence.0 == 0 {
             return Err(Problem::WrongSequence {
                 expected: region.blocks,
@@ -585,9 +593,7 @@ impl RecoveryJournalBlock {
                 found: self.entries.len() as u64,
             });
         }
-        self.entries
-            .iter()
-            .try_for_each(RecoveryJournalEntry::check)
+        Ok(())
     }
 }
 
